@@ -1,0 +1,246 @@
+"""Settings: every provider string, threshold and budget, resolved in one place.
+
+Precedence (highest first): per-run override > CLI flag > environment (``DTWIN_*``) >
+``dtwin.toml`` > defaults. :func:`resolve_settings` is the only place that applies it.
+
+Environment variables: ``DTWIN_<SECTION>__<FIELD>`` (e.g. ``DTWIN_PERCEPTION__POINTS_PER_SIDE=16``),
+plus the shortcuts ``DTWIN_VLM``, ``DTWIN_LLM``, ``DTWIN_BASE_URL``, ``DTWIN_API_KEY`` and
+``DTWIN_CONFIG`` (path of the TOML file). Provider keys (``OPENAI_API_KEY``...) are read by the
+provider packages themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dtwin_agent.errors import ConfigError
+
+OFFLINE = "offline"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    """Which chat models play the VLM and the LLM, and how to reach them.
+
+    ``vlm`` / ``llm`` are ``"provider:model"`` strings for ``init_chat_model`` (``openai:gpt-4o``,
+    ``anthropic:claude-sonnet-4-5``, ``ollama:qwen2.5vl``...), ``"offline"`` for the embedded
+    no-network components, or a LangChain chat model instance passed in code.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+
+    vlm: Any = Field(default=OFFLINE, description="VLM for granularity and semantics")
+    llm: Any = Field(default=OFFLINE, description="LLM for refinement")
+    vlm_base_url: str | None = None
+    vlm_api_key: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    temperature: float = 0.0
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, description="retries on rate limits, timeouts and 5xx")
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles each time, with jitter")
+    structured_output: Literal["auto", "native", "prompt"] = Field(
+        default="auto",
+        description="native: the provider's structured output; prompt: JSON asked in the prompt; "
+        "auto: native where the model supports it",
+    )
+
+
+class PerceptionSettings(_Section):
+    """Mask proposal (paper 3.1). Defaults follow the authors' public code."""
+
+    proposer: str = Field(default="auto", description="auto | sam | offline | a registered name")
+    sam_model_type: Literal["vit_h", "vit_l", "vit_b", "vit_t"] = "vit_h"
+    sam_checkpoint: str | None = Field(default=None, description="path to a SAM checkpoint")
+    device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
+    points_per_side: int = Field(default=32, ge=1)
+    points_per_batch: int = Field(default=64, ge=1)
+    pred_iou_thresh: float = Field(default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta")
+    stability_score_thresh: float = Field(default=0.95, ge=0, le=1)
+    box_nms_thresh: float = Field(default=0.7, ge=0, le=1)
+    min_mask_region_area: int = Field(default=0, ge=0)
+    part_iou_thresh: float = Field(default=0.85, ge=0, le=1, description="tau: part-level pairwise IoU")
+    containment_thresh: float = Field(default=0.8, ge=0, le=1, description="tau': object-level Eq. 3")
+    policy: Literal["granularity", "sam_only"] = Field(
+        default="granularity", description="sam_only: exactly SamAutomaticMaskGenerator's masks"
+    )
+    max_image_side: int = Field(default=1024, ge=64, description="images are downscaled to this for proposals")
+    max_objects: int = Field(default=200, ge=1, description="keep at most this many objects (largest first)")
+    min_area_pct: float = Field(default=0.05, ge=0, le=100, description="drop objects smaller than this % of the image")
+    granularity: Literal["auto", "group", "object", "part"] = Field(
+        default="auto", description="auto: the VLM chooses (paper Eq. 1)"
+    )
+
+
+class SpatialSettings(_Section):
+    """The spatial layer (paper 3.2)."""
+
+    max_relations: int = Field(default=6, ge=0, description="k: at most this many relations per object")
+    near_fraction: float = Field(default=0.05, ge=0, description="'near': gap <= this x image diagonal")
+
+
+class SemanticSettings(_Section):
+    """Semantic assignment (paper Eq. 4)."""
+
+    strategy: Literal["brainstorm", "direct", "in_context"] = "brainstorm"
+    examples_file: str | None = Field(default=None, description="few-shot examples for in_context")
+    batch_size: int = Field(default=1, ge=1, description="masks labelled per VLM call")
+    concurrency: int = Field(default=4, ge=1)
+    crop_padding: float = Field(default=0.15, ge=0, description="padding around the bbox, as a fraction")
+    image_max_side: int = Field(default=768, ge=64, description="images sent to the VLM are at most this large")
+
+
+class ReasoningSettings(_Section):
+    """Refinement (paper Eqs. 6-9)."""
+
+    mode: Literal["refine", "single_shot"] = "refine"
+    max_refine_steps: int = Field(default=4, ge=1)
+    max_query_chars: int = Field(default=4000, ge=1)
+
+
+class CacheSettings(_Section):
+    """Where twins and model answers are cached."""
+
+    dir: str = Field(default_factory=lambda: str(Path.home() / ".cache" / "dtwin"))
+    enabled: bool = True
+    max_mb: float = Field(default=512.0, gt=0)
+
+
+class Settings(_Section):
+    """All settings of a run. Build with :func:`resolve_settings`, or directly in code."""
+
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
+    spatial: SpatialSettings = Field(default_factory=SpatialSettings)
+    semantics: SemanticSettings = Field(default_factory=SemanticSettings)
+    reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_is_default(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> Settings:
+        """A copy with ``overrides`` (nested dict or dotted keys) applied on top."""
+        if not overrides:
+            return self
+        base = self.model_dump(mode="python")
+        return _validate(_deep_merge(base, _nest(overrides)), "override")
+
+
+_SHORTCUTS = {
+    "DTWIN_VLM": ("models", "vlm"),
+    "DTWIN_LLM": ("models", "llm"),
+    "DTWIN_BASE_URL": ("models", "llm_base_url"),
+    "DTWIN_API_KEY": ("models", "llm_api_key"),
+    "DTWIN_VLM_BASE_URL": ("models", "vlm_base_url"),
+    "DTWIN_VLM_API_KEY": ("models", "vlm_api_key"),
+    "DTWIN_CACHE_DIR": ("cache", "dir"),
+}
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``{"perception.points_per_side": 8}`` into nested dicts; nested input passes through."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = _deep_merge(node[parts[-1]], dict(value))
+        else:
+            node[parts[-1]] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings named by ``DTWIN_*`` environment variables, as a nested dict."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name in _SHORTCUTS:
+            section, field = _SHORTCUTS[name]
+            out.setdefault(section, {})[field] = value
+        elif name.startswith("DTWIN_") and "__" in name:
+            section, _, field = name[len("DTWIN_") :].lower().partition("__")
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``dtwin.toml`` file.
+
+    Raises:
+        ConfigError: if it cannot be read or parsed.
+    """
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _validate(data: dict[str, Any], origin: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid setting {where} (from {origin}): {err['msg']}") from exc
+
+
+def resolve_settings(
+    *,
+    config_file: str | os.PathLike | None = None,
+    cli: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings: overrides > cli > environment > TOML file > defaults.
+
+    Args:
+        config_file: a TOML file; default ``$DTWIN_CONFIG``, else ``./dtwin.toml`` if it exists.
+        cli: values from command-line flags (nested or dotted keys; ``None`` values are ignored).
+        overrides: per-run values (nested or dotted keys).
+        environ: the environment to read (default ``os.environ``).
+
+    Raises:
+        ConfigError: naming the invalid setting and where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get("DTWIN_CONFIG")
+    if path is None and Path("dtwin.toml").is_file():
+        path = "dtwin.toml"
+    data: dict[str, Any] = {}
+    layers = [
+        (load_toml(path) if path else {}, f"config file {path}"),
+        (env_settings(environ), "environment"),
+        (_nest({k: v for k, v in (cli or {}).items() if v is not None}), "command line"),
+        (_nest(overrides or {}), "override"),
+    ]
+    for layer, origin in layers:
+        data = _deep_merge(data, layer)
+        _validate(data, origin)  # name the layer that introduced a bad value
+    return _validate(data, "settings")

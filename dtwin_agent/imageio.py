@@ -1,0 +1,142 @@
+"""Images in, safely: paths, PIL images or arrays become one RGB uint8 array.
+
+EXIF orientation is applied; modes L, LA, P, RGBA, CMYK, I;16, I, F and 1 are converted to RGB
+(transparent pixels composited over white). Anything unreadable raises :class:`ImageError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dtwin_agent.errors import ImageError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image: ``rgb`` is ``H x W x 3`` uint8 at the original (EXIF-corrected) size."""
+
+    rgb: np.ndarray
+    source: str
+    sha256: str
+
+    @property
+    def height(self) -> int:
+        """Image height in pixels."""
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        return int(self.rgb.shape[1])
+
+
+def pixel_hash(rgb: np.ndarray) -> str:
+    """sha256 of the decoded pixels and their shape: equal images give equal hashes, whatever the file."""
+    digest = hashlib.sha256(f"{rgb.shape}".encode())
+    digest.update(np.ascontiguousarray(rgb).tobytes())
+    return digest.hexdigest()
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode != "I" or arr.max() > 255:
+            arr = arr / hi * 255.0
+        gray = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA")
+    elif mode == "LA":
+        img = img.convert("RGBA")
+    if img.mode == "RGBA" or img.mode == "PA":
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _from_array(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        raise ImageError(f"image array must be uint8, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"image array must be H x W x 3 (or H x W x 4, or H x W), got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"image array is empty: shape {arr.shape}")
+    if arr.shape[2] == 4:
+        return _to_rgb(Image.fromarray(arr, mode="RGBA"))
+    return np.ascontiguousarray(arr)
+
+
+def _open_path(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"image path is a directory: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"image file is empty (0 bytes): {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"not an image file (format not recognised): {path}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image is too large to decode safely: {path} ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"image file is unreadable or truncated: {path} ({exc})") from exc
+    return img
+
+
+def load_image(image: ImageLike) -> LoadedImage:
+    """Decode ``image`` (a path, a PIL image or an ``H x W x 3`` uint8 array) into RGB.
+
+    Raises:
+        ImageError: for missing, empty, truncated, non-image or malformed input.
+    """
+    if isinstance(image, np.ndarray):
+        rgb, source = _from_array(image), "array"
+    elif isinstance(image, Image.Image):
+        try:
+            rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"PIL image could not be converted: {exc}") from exc
+        source = getattr(image, "filename", "") or "PIL image"
+    elif isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        img = _open_path(path)
+        try:
+            rgb = _to_rgb(ImageOps.exif_transpose(img) or img)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"image file could not be decoded: {path} ({exc})") from exc
+        source = path.name
+    else:
+        raise ImageError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
+    return LoadedImage(rgb=rgb, source=str(source), sha256=pixel_hash(rgb))
+
+
+def downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Downscale so the longer side is at most ``max_side`` (area interpolation).
+
+    Returns:
+        The (possibly unchanged) array and the scale factor ``new / original`` (1.0 if unchanged).
+    """
+    import cv2
+
+    height, width = rgb.shape[:2]
+    longest = max(height, width)
+    if max_side <= 0 or longest <= max_side:
+        return rgb, 1.0
+    scale = max_side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale

@@ -75,7 +75,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"image array is empty: shape {arr.shape}")
     if arr.shape[2] == 4:
-        return _to_rgb(Image.fromarray(arr, mode="RGBA"))
+        return _to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
     return np.ascontiguousarray(arr)
 
 

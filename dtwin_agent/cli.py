@@ -1,0 +1,232 @@
+"""The ``dtwin`` command: translates options into library calls, nothing more.
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.errors import DTwinError, InputError
+
+app = typer.Typer(
+    name="dtwin",
+    help="Reasoning segmentation with digital twin representations (DTwinSeger).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+err = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="dtwin.toml file (default: ./dtwin.toml)")]
+VlmOpt = Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")]
+LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM 'provider:model' or 'offline'")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")]
+ProposerOpt = Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")]
+CheckpointOpt = Annotated[str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint file")]
+ModelTypeOpt = Annotated[str | None, typer.Option("--sam-model-type", help="vit_h | vit_l | vit_b | vit_t")]
+PointsOpt = Annotated[int | None, typer.Option("--points-per-side", help="SAM grid size")]
+GranularityOpt = Annotated[str | None, typer.Option("--granularity", help="auto | group | object | part")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")]
+
+
+def fail(message: str, code: int) -> None:
+    """Print one line on stderr and exit with ``code``."""
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map exceptions to exit codes: InputError -> 2, anything else -> 1 (one line, no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except InputError as exc:
+            fail(str(exc), 2)
+        except DTwinError as exc:
+            fail(str(exc), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            fail(f"{type(exc).__name__}: {exc}", 1)
+
+    return wrapper
+
+
+def settings_from_cli(config: Path | None, **flags: Any) -> Settings:
+    """Resolve settings with the CLI layer built from flags (``None`` flags are not set)."""
+    keys = {
+        "vlm": "models.vlm",
+        "llm": "models.llm",
+        "base_url": "models.llm_base_url",
+        "proposer": "perception.proposer",
+        "sam_checkpoint": "perception.sam_checkpoint",
+        "sam_model_type": "perception.sam_model_type",
+        "points_per_side": "perception.points_per_side",
+        "granularity": "perception.granularity",
+        "device": "perception.device",
+        "mode": "reasoning.mode",
+        "max_steps": "reasoning.max_refine_steps",
+        "strategy": "semantics.strategy",
+    }
+    cli = {keys[name]: value for name, value in flags.items() if value is not None}
+    return resolve_settings(config_file=config, cli=cli)
+
+
+class _Progress:
+    """Shows which node is running, on stderr."""
+
+    def __init__(self, status: Any):
+        self.status = status
+
+    def __call__(self, node: str, update: dict[str, Any]) -> None:
+        detail = ""
+        if node == "select_granularity" and "granularity" in update:
+            detail = f": {update['granularity']}"
+        elif node == "propose_masks":
+            detail = f": {len(update.get('proposals', []))} masks"
+        elif node == "refine" and update.get("steps"):
+            last = update["steps"][-1]
+            detail = f" step {last['step']}: kept {last['ids']}"
+        err.print(f"[green]done[/] {node}{detail}", highlight=False)
+
+
+def usage_table(usage: dict[str, Any]) -> Table:
+    """A rich table of per-stage usage."""
+    table = Table(title="usage")
+    for col in ("stage", "calls", "input tokens", "output tokens", "seconds"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, row in (usage.get("stages") or {}).items():
+        table.add_row(stage, str(row.get("calls", 0)), str(row.get("input_tokens", 0)),
+                      str(row.get("output_tokens", 0)), f"{row.get('seconds', 0.0):.2f}")
+    return table
+
+
+@app.command()
+@handle_errors
+def twin(
+    image: Annotated[Path, typer.Argument(help="image file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out"),
+    query: Annotated[str | None, typer.Option("--query", help="optional query guiding granularity")] = None,
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    proposer: ProposerOpt = None,
+    sam_checkpoint: CheckpointOpt = None,
+    sam_model_type: ModelTypeOpt = None,
+    points_per_side: PointsOpt = None,
+    granularity: GranularityOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Build the digital twin of IMAGE: writes OUT/twin.json and OUT/overlay.png."""
+    from dtwin_agent.api import build_twin
+    from dtwin_agent.imageio import load_image
+    from dtwin_agent.outputs import write_twin_outputs
+
+    settings = settings_from_cli(
+        config, vlm=vlm, llm=llm, proposer=proposer, sam_checkpoint=sam_checkpoint,
+        sam_model_type=sam_model_type, points_per_side=points_per_side, granularity=granularity, device=device,
+    )
+    rgb = load_image(image).rgb
+    with err.status("building the twin..."):
+        result = build_twin(image, query, settings=settings, on_progress=_Progress(None))
+    paths = write_twin_outputs(out_dir, result, rgb)
+    out.print(f"{len(result.objects)} objects ({result.granularity} level)")
+    for name, path in paths.items():
+        out.print(f"{name}: {path}")
+
+
+@app.command()
+@handle_errors
+def segment(
+    image: Annotated[Path, typer.Argument(help="image file")],
+    query: Annotated[str, typer.Argument(help="what to segment, e.g. 'what would you cut bread with?'")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out"),
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    proposer: ProposerOpt = None,
+    sam_checkpoint: CheckpointOpt = None,
+    sam_model_type: ModelTypeOpt = None,
+    points_per_side: PointsOpt = None,
+    granularity: GranularityOpt = None,
+    device: DeviceOpt = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="refinement step limit")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="brainstorm | direct | in_context")] = None,
+) -> None:
+    """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json."""
+    from dtwin_agent.api import segment as run_segment
+    from dtwin_agent.imageio import load_image
+    from dtwin_agent.outputs import write_segment_outputs
+
+    settings = settings_from_cli(
+        config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, sam_checkpoint=sam_checkpoint,
+        sam_model_type=sam_model_type, points_per_side=points_per_side, granularity=granularity, device=device,
+        mode=mode, max_steps=max_steps, strategy=strategy,
+    )
+    rgb = load_image(image).rgb
+    with err.status("segmenting..."):
+        result = run_segment(image, query, settings=settings, on_progress=_Progress(None))
+    paths = write_segment_outputs(out_dir, result, rgb)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {warning}", highlight=False)
+    err.print(usage_table(result.usage))
+    err.print("components: " + "; ".join(f"{k}={v}" for k, v in result.components.items()), highlight=False)
+    out.print(result.message)
+    for name, path in paths.items():
+        out.print(f"{name}: {path}")
+
+
+@cache_app.command("info")
+@handle_errors
+def cache_info(config: ConfigOpt = None) -> None:
+    """Show where the cache is and what it holds."""
+    from dtwin_agent.cache import open_cache
+
+    cache = open_cache(settings_from_cli(config))
+    if cache is None:
+        out.print("cache disabled (cache.enabled = false)")
+        return
+    info = cache.info()
+    out.print(f"path: {info['path']}")
+    out.print(f"size: {info['bytes'] / 2**20:.2f} MiB of {info['max_bytes'] / 2**20:.0f} MiB")
+    for namespace, row in sorted(info["namespaces"].items()):
+        out.print(f"{namespace}: {row['entries']} entries, {row['bytes'] / 2**20:.2f} MiB")
+
+
+@cache_app.command("clear")
+@handle_errors
+def cache_clear(config: ConfigOpt = None) -> None:
+    """Delete every cached entry."""
+    from dtwin_agent.cache import open_cache
+
+    cache = open_cache(settings_from_cli(config))
+    removed = cache.clear() if cache is not None else 0
+    out.print(f"removed {removed} entries")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Run the app."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

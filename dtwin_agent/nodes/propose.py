@@ -1,0 +1,70 @@
+"""propose_masks: SAM everything mode + the granularity policy (paper 3.1), or another proposer.
+
+The image is downscaled to ``perception.max_image_side`` for the proposer; masks are mapped back
+to the original size before they are encoded, so every RLE is at the original image size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from dtwin_agent import masks as mask_ops
+from dtwin_agent.context import Context
+from dtwin_agent.imageio import downscale
+from dtwin_agent.nodes.common import context_of, image_of
+from dtwin_agent.perception import get_proposer
+from dtwin_agent.perception.base import Proposal
+
+
+def proposals_to_records(
+    proposals: list[Proposal], shape: tuple[int, int], *, min_area_pct: float, max_objects: int
+) -> list[dict[str, Any]]:
+    """Upscale, filter and number proposals: ids 1..N' by decreasing area (ties: top-left first).
+
+    Empty masks and masks below ``min_area_pct`` of the image are dropped; at most ``max_objects``
+    largest are kept.
+    """
+    total = float(shape[0] * shape[1])
+    kept = []
+    for prop in proposals:
+        mask = mask_ops.resize_mask(prop.mask, shape)
+        pixels = int(mask.sum())
+        if pixels == 0 or 100.0 * pixels / total < min_area_pct:
+            continue
+        x0, y0, _, _ = mask_ops.bbox(mask)
+        kept.append((pixels, y0, x0, mask, prop))
+    kept.sort(key=lambda k: (-k[0], k[1], k[2]))
+    records = []
+    for index, (_, _, _, mask, prop) in enumerate(kept[:max_objects], start=1):
+        records.append(
+            {
+                "id": index,
+                "mask": mask_ops.encode(mask).model_dump(),
+                "predicted_iou": float(prop.predicted_iou),
+                "stability": float(prop.stability),
+            }
+        )
+    return records
+
+
+def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+    """Run the configured proposer at the chosen granularity and store the masks as RLEs."""
+    context = context_of(runtime)
+    settings = context.settings
+    proposer = context.proposer or get_proposer(settings)
+    image = image_of(state)
+    small, _ = downscale(image.rgb, settings.perception.max_image_side)
+    proposals = proposer.propose(np.ascontiguousarray(small), state.get("granularity", "object"))
+    records = proposals_to_records(
+        proposals,
+        (image.height, image.width),
+        min_area_pct=settings.perception.min_area_pct,
+        max_objects=settings.perception.max_objects,
+    )
+    update: dict[str, Any] = {"proposals": records, "components": {"proposer": proposer.name}}
+    if not records:
+        update["warnings"] = ["propose_masks: the proposer found no object"]
+    return update

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.errors import ConfigError
+
+TOML = """
+[models]
+llm = "openai:gpt-4o-mini"
+vlm = "openai:gpt-4o"
+[perception]
+points_per_side = 16
+[reasoning]
+max_refine_steps = 3
+"""
+
+
+def test_defaults_are_the_papers():
+    s = Settings()
+    p = s.perception
+    assert (p.points_per_side, p.pred_iou_thresh, p.stability_score_thresh, p.box_nms_thresh) == (32, 0.88, 0.95, 0.7)
+    assert (p.part_iou_thresh, p.containment_thresh) == (0.85, 0.8)
+    assert s.reasoning.max_refine_steps == 4 and s.semantics.strategy == "brainstorm"
+
+
+def test_precedence_override_cli_env_file_default(tmp_path):
+    cfg = tmp_path / "dtwin.toml"
+    cfg.write_text(TOML)
+    env = {"DTWIN_PERCEPTION__POINTS_PER_SIDE": "20", "DTWIN_LLM": "ollama:qwen2.5"}
+    s = resolve_settings(config_file=cfg, environ={})
+    assert (s.perception.points_per_side, s.models.llm) == (16, "openai:gpt-4o-mini")
+    s = resolve_settings(config_file=cfg, environ=env)
+    assert (s.perception.points_per_side, s.models.llm) == (20, "ollama:qwen2.5")
+    s = resolve_settings(config_file=cfg, environ=env, cli={"perception.points_per_side": 24, "models.llm": None})
+    assert (s.perception.points_per_side, s.models.llm) == (24, "ollama:qwen2.5")
+    s = resolve_settings(config_file=cfg, environ=env, cli={"perception.points_per_side": 24},
+                         overrides={"perception": {"points_per_side": 8}})
+    assert s.perception.points_per_side == 8
+    assert s.reasoning.max_refine_steps == 3 and s.models.vlm == "openai:gpt-4o"
+
+
+def test_dtwin_config_env_and_cwd_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "other.toml"
+    cfg.write_text(TOML)
+    assert resolve_settings(environ={"DTWIN_CONFIG": str(cfg)}).perception.points_per_side == 16
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dtwin.toml").write_text("[perception]\npoints_per_side = 12\n")
+    assert resolve_settings(environ={}).perception.points_per_side == 12
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"environ": {"DTWIN_PERCEPTION__POINTS_PER_SIDE": "many"}}, "perception.points_per_side.*environment"),
+        ({"overrides": {"perception.pred_iou_thresh": 2}}, "perception.pred_iou_thresh.*override"),
+        ({"overrides": {"perception.no_such": 1}}, "perception.no_such"),
+        ({"cli": {"reasoning.mode": "guess"}}, "reasoning.mode.*command line"),
+    ],
+    ids=["env-not-int", "override-range", "unknown-field", "cli-bad-literal"],
+)
+def test_bad_values_name_setting_and_origin(kwargs, match):
+    kwargs.setdefault("environ", {})
+    with pytest.raises(ConfigError, match=match):
+        resolve_settings(**kwargs)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models\nllm=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        resolve_settings(config_file=bad, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_settings(config_file=tmp_path / "nope.toml", environ={})
+
+
+def test_model_instance_accepted_in_code():
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    fake = GenericFakeChatModel(messages=iter([]))
+    s = Settings().merged({"models.llm": fake})
+    assert s.models.llm is fake
+
+
+def test_readme_toml_example_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```toml\n") + len("```toml\n")
+    example = readme[start : readme.index("```", start)]
+    cfg = tmp_path / "dtwin.toml"
+    cfg.write_text(example)
+    s = resolve_settings(config_file=cfg, environ={})
+    assert s.models.llm != "offline" and s.perception.proposer == "sam"

@@ -35,6 +35,8 @@ class State(InputState, total=False):
     granularity_reason: str
     proposals: list[dict[str, Any]]  # {"id", "mask": RLE dict, "predicted_iou", "stability"}
     semantics: dict[str, str]  # id -> S_i
+    twin_key: str  # cache key of this image's twin
+    cached_twin: dict[str, Any] | None  # set when the twin came from the cache
     twin: dict[str, Any]  # DigitalTwin.model_dump(mode="json")
     current_ids: list[int]
     step_semantics: dict[str, str]

@@ -12,11 +12,14 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from dtwin_agent import masks as mask_ops
+from dtwin_agent.cache import content_key
+from dtwin_agent.config import Settings
 from dtwin_agent.context import Context
 from dtwin_agent.imageio import downscale
-from dtwin_agent.nodes.common import context_of, image_of
+from dtwin_agent.nodes.common import context_of, image_of, model_name
 from dtwin_agent.perception import get_proposer
 from dtwin_agent.perception.base import Proposal
+from dtwin_agent.twin import DigitalTwin
 
 
 def proposals_to_records(
@@ -50,10 +53,43 @@ def proposals_to_records(
     return records
 
 
+def twin_cache_key(state: dict[str, Any], settings: Settings) -> str:
+    """Key of a cached twin: image pixels, perception + spatial settings, granularity, labeller.
+
+    The query is not part of the key: a follow-up query on the same image reuses the twin (its
+    labels were written for the first query).
+    """
+    perception = settings.perception.model_dump(exclude={"granularity", "device"})
+    labeller = [model_name(settings.models.vlm), settings.semantics.strategy, settings.semantics.examples_file]
+    return content_key(
+        "twin", state["image_sha256"], perception, settings.spatial.model_dump(), state.get("granularity"), labeller
+    )
+
+
 def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
-    """Run the configured proposer at the chosen granularity and store the masks as RLEs."""
+    """Run the configured proposer at the chosen granularity and store the masks as RLEs.
+
+    With a cache in the context, a twin cached for the same image, settings and granularity is
+    reused: proposal and labelling are skipped (``cached_twin`` is set for the later nodes).
+    """
     context = context_of(runtime)
     settings = context.settings
+    key = twin_cache_key(state, settings)
+    if context.cache is not None:
+        cached = context.cache.get("twin", key, validate=DigitalTwin.model_validate)
+        if cached is not None:
+            records = [
+                {"id": o.id, "mask": o.mask.model_dump(), "predicted_iou": o.predicted_iou, "stability": o.stability}
+                for o in cached.objects
+            ]
+            return {
+                "proposals": records,
+                "semantics": {str(o.id): o.semantic for o in cached.objects},
+                "cached_twin": cached.model_dump(mode="json"),
+                "twin_key": key,
+                "components": {k: v for k, v in cached.components.items() if k in ("proposer", "semantics")}
+                | {"cache": "twin reused from the cache"},
+            }
     proposer = context.proposer or get_proposer(settings)
     image = image_of(state)
     small, _ = downscale(image.rgb, settings.perception.max_image_side)
@@ -64,7 +100,9 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
         min_area_pct=settings.perception.min_area_pct,
         max_objects=settings.perception.max_objects,
     )
-    update: dict[str, Any] = {"proposals": records, "components": {"proposer": proposer.name}}
+    update: dict[str, Any] = {
+        "proposals": records, "twin_key": key, "cached_twin": None, "components": {"proposer": proposer.name}
+    }
     if not records:
         update["warnings"] = ["propose_masks: the proposer found no object"]
     return update

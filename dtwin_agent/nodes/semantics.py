@@ -79,9 +79,11 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     context = context_of(runtime)
     settings = context.settings
     records = state.get("proposals", [])
-    image = image_of(state)
+    if state.get("cached_twin"):
+        return {}  # labels came with the cached twin
     if not records:
         return {"semantics": {}}
+    image = image_of(state)
     decoded = [(r["id"], mask_ops.decode(RLE.model_validate(r["mask"]))) for r in records]
     spec = settings.models.vlm
     if is_offline(spec):

@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from dtwin_agent.context import Context
-from dtwin_agent.nodes.common import settings_of
+from dtwin_agent.nodes.common import context_of, settings_of
 from dtwin_agent.spatial import build_spatial as compute_spatial
 from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject
 
@@ -45,6 +45,12 @@ def assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
 
 
 def build_spatial(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
-    """Compute bbox, area %, centroid, relations and T_i; store the twin as JSON-able data."""
-    twin = assemble_twin(state, settings_of(runtime).spatial)
+    """Compute bbox, area %, centroid, relations and T_i; store the twin (and cache it)."""
+    if state.get("cached_twin"):
+        twin = DigitalTwin.model_validate(state["cached_twin"])
+    else:
+        twin = assemble_twin(state, settings_of(runtime).spatial)
+        cache = context_of(runtime).cache
+        if cache is not None and state.get("twin_key"):
+            cache.put("twin", state["twin_key"], twin.model_dump(mode="json"))
     return {"twin": twin.model_dump(mode="json"), "current_ids": twin.ids}

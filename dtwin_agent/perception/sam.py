@@ -1,0 +1,432 @@
+"""The segment-anything proposer: everything mode plus the granularity policy of paper 3.1.
+
+Pipeline for one image (``H x W x 3`` uint8):
+
+1. **Everything mode**: a ``points_per_side x points_per_side`` grid of point prompts (32 x 32 =
+   1024 by default, as in the paper). The image encoder runs **once** (``SamPredictor.set_image``);
+   the prompts go through the light mask decoder in batches of ``points_per_batch``. A
+   ``torch.cuda.OutOfMemoryError`` halves the batch and retries it (the smaller size is kept for
+   later batches and images of this proposer). Masks with predicted IoU ``<= pred_iou_thresh``
+   (theta), stability ``< stability_score_thresh``, and box-NMS duplicates (``box_nms_thresh``) are
+   dropped. This stage *is* ``SamAutomaticMaskGenerator`` (a subclass that only changes how each
+   batch is computed, see ``Generator`` in :func:`_backend`), so ``policy = "sam_only"`` returns
+   exactly its masks, predicted IoUs and stability scores for the same model and parameters.
+2. **Granularity policy** (``policy = "granularity"``, :mod:`dtwin_agent.perception.policy`):
+
+   - ``part``: :func:`~dtwin_agent.perception.policy.part_dedup` with ``tau = part_iou_thresh``;
+   - ``object`` / ``group``: the centroid of each kept mask (Eq. 2, snapped into the mask) prompts
+     SAM again in multi-mask mode, **reusing the same image embedding**; the largest of the three
+     masks is kept, then :func:`~dtwin_agent.perception.policy.containment_filter` with
+     ``tau' = containment_thresh`` (Eq. 3).
+
+The backend (torch, segment-anything) is imported only when a :class:`SamProposer` is built;
+:func:`~dtwin_agent.perception._tv_compat.ensure_torchvision` runs first, so segment-anything
+imports on machines without a working torchvision.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dtwin_agent.config import Settings
+from dtwin_agent.errors import ConfigError
+from dtwin_agent.perception import register_proposer
+from dtwin_agent.perception.base import Proposal
+from dtwin_agent.perception.policy import (
+    centroid_prompt_point,
+    containment_filter,
+    filter_by_predicted_iou,
+    part_dedup,
+)
+from dtwin_agent.twin import GRANULARITIES, Granularity
+
+__all__ = ["SamProposer", "load_sam", "resolve_device"]
+
+MOBILE_SAM_HINT = "pip install mobilesam-mirror"
+SamBuilder = Callable[[str], Any]  # checkpoint path -> Sam model, like sam_model_registry entries
+
+
+@functools.cache
+def _backend() -> Any:
+    """Import torch + segment-anything once and define the classes that subclass theirs."""
+    from dtwin_agent.perception._tv_compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+    from segment_anything.utils.amg import (
+        MaskData,
+        batched_mask_to_box,
+        calculate_stability_score,
+        is_box_near_crop_edge,
+        mask_to_rle_pytorch,
+        uncrop_masks,
+    )
+
+    class KeepingPredictor(SamPredictor):
+        """A ``SamPredictor`` that remembers the last image embedding so it can be restored.
+
+        ``SamAutomaticMaskGenerator`` resets the predictor after each crop; :meth:`restore` brings
+        the embedding back for the re-prompting stage without a second encoder pass.
+        """
+
+        def set_torch_image(self, transformed_image: Any, original_image_size: tuple[int, ...]) -> None:
+            super().set_torch_image(transformed_image, original_image_size)
+            self.kept = (self.features, self.original_size, self.input_size)
+
+        def restore(self) -> None:
+            if getattr(self, "kept", None) is None:
+                raise RuntimeError("no image embedding to restore")
+            self.features, self.original_size, self.input_size = self.kept
+            self.is_image_set = True
+
+        def release(self) -> None:
+            self.reset_image()
+            self.kept = None
+
+    class Generator(SamAutomaticMaskGenerator):
+        """``SamAutomaticMaskGenerator`` with OOM batch halving and cheaper batches.
+
+        Each batch computes what the parent's ``_process_batch`` computes, in the same order, with
+        the same operations, except that low-resolution masks failing the predicted-IoU filter are
+        dropped *before* being upsampled to the image size (the filter reads only the predicted
+        IoU, and upsampling is per mask, so the kept masks are bit-identical).
+        """
+
+        def __init__(self, model: Any, **kwargs: Any) -> None:
+            super().__init__(model, **kwargs)
+            self.predictor = KeepingPredictor(model)
+            self.batch_size = self.points_per_batch
+
+        def _process_batch(
+            self,
+            points: np.ndarray,
+            im_size: tuple[int, ...],
+            crop_box: list[int],
+            orig_size: tuple[int, ...],
+        ) -> Any:
+            parts = []
+            start = 0
+            while start < len(points):
+                size = min(self.batch_size, len(points) - start)
+                try:
+                    parts.append(self._decode(points[start : start + size], im_size, crop_box, orig_size))
+                except torch.cuda.OutOfMemoryError:
+                    if size <= 1:
+                        raise
+                    self.batch_size = max(1, size // 2)  # halve, retry this batch, keep the new size
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                start += size
+            if len(parts) == 1:
+                return parts[0]
+            data = MaskData()
+            for part in parts:  # same order as one big batch
+                data.cat(part)
+            return data
+
+        def _decode(
+            self,
+            points: np.ndarray,
+            im_size: tuple[int, ...],
+            crop_box: list[int],
+            orig_size: tuple[int, ...],
+        ) -> Any:
+            orig_h, orig_w = orig_size
+            predictor = self.predictor
+            model = predictor.model
+            transformed_points = predictor.transform.apply_coords(points, im_size)
+            in_points = torch.as_tensor(transformed_points, device=predictor.device)
+            in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+            sparse, dense = model.prompt_encoder(
+                points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None
+            )
+            low_res, iou_preds = model.mask_decoder(
+                image_embeddings=predictor.features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+            per_point = low_res.shape[1]
+            low_res = low_res.flatten(0, 1)
+            iou_preds = iou_preds.flatten(0, 1)
+            point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
+            if self.pred_iou_thresh > 0.0:
+                keep = iou_preds > self.pred_iou_thresh
+                low_res, iou_preds, point_rows = low_res[keep], iou_preds[keep], point_rows[keep.cpu()]
+            if low_res.shape[0]:
+                masks = model.postprocess_masks(
+                    low_res[:, None], predictor.input_size, predictor.original_size
+                )[:, 0]
+            else:
+                masks = low_res.new_zeros((0, *predictor.original_size))
+            data = MaskData(masks=masks, iou_preds=iou_preds, points=point_rows)
+            del masks, low_res
+            # From here on, exactly SamAutomaticMaskGenerator._process_batch.
+            data["stability_score"] = calculate_stability_score(
+                data["masks"], model.mask_threshold, self.stability_score_offset
+            )
+            if self.stability_score_thresh > 0.0:
+                data.filter(data["stability_score"] >= self.stability_score_thresh)
+            data["masks"] = data["masks"] > model.mask_threshold
+            data["boxes"] = batched_mask_to_box(data["masks"])
+            keep_mask = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+            if not torch.all(keep_mask):
+                data.filter(keep_mask)
+            data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+            data["rles"] = mask_to_rle_pytorch(data["masks"])
+            del data["masks"]
+            return data
+
+    return types.SimpleNamespace(
+        torch=torch,
+        KeepingPredictor=KeepingPredictor,
+        Generator=Generator,
+        calculate_stability_score=calculate_stability_score,
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; other values pass through.
+
+    Raises:
+        ConfigError: when CUDA is asked for and not available.
+    """
+    torch = _backend().torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"perception.device is {device!r} but CUDA is not available; use 'cpu' or 'auto'")
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"invalid perception.device {device!r}: {exc}") from exc
+    return device
+
+
+def _registry_builder(model_type: str) -> SamBuilder:
+    if model_type == "vit_t":
+        _backend()  # the torchvision stand-in, for mobile_sam as for segment_anything
+        try:
+            from mobile_sam import sam_model_registry as mobile_registry
+        except ImportError as exc:
+            raise ConfigError(
+                f"sam_model_type 'vit_t' (MobileSAM) needs the mobile_sam package: {MOBILE_SAM_HINT} ({exc})"
+            ) from exc
+        return mobile_registry["vit_t"]
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry:
+        raise ConfigError(
+            f"unknown perception.sam_model_type {model_type!r}; known: vit_h, vit_l, vit_b, vit_t"
+        )
+    return sam_model_registry[model_type]
+
+
+def load_sam(
+    model_type: str, checkpoint: str | os.PathLike | None, *, builder: SamBuilder | None = None
+) -> Any:
+    """Build a SAM model of ``model_type`` and load ``checkpoint`` into it.
+
+    Args:
+        model_type: ``vit_h``, ``vit_l``, ``vit_b`` (segment-anything) or ``vit_t`` (MobileSAM,
+            from the optional ``mobile_sam`` package).
+        checkpoint: path of the weights file (a ``state_dict`` saved with ``torch.save``; loaded
+            with ``torch.load``'s default ``weights_only=True``).
+        builder: replaces the registry entry: a callable ``checkpoint path -> Sam`` (tests use a
+            tiny architecture).
+
+    Returns:
+        The model, in eval mode, on the CPU.
+
+    Raises:
+        ConfigError: if the checkpoint is not set, missing, unreadable or does not fit the model,
+            or ``vit_t`` is asked for without ``mobile_sam`` installed.
+    """
+    _backend()
+    if checkpoint is None or str(checkpoint) == "":
+        raise ConfigError(
+            "perception.sam_checkpoint is not set: give the path of a SAM checkpoint "
+            "(e.g. sam_vit_h_4b8939.pth) or use perception.proposer = 'offline'"
+        )
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise ConfigError(f"perception.sam_checkpoint {path!r} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"perception.sam_checkpoint {path!r} is not readable")
+    build = builder or _registry_builder(model_type)
+    try:
+        model = build(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # unpickling, truncated files, state_dict mismatches
+        raise ConfigError(
+            f"cannot load SAM checkpoint {path!r} as {model_type}: {type(exc).__name__}: {exc}"
+        ) from exc
+    model.eval()
+    return model
+
+
+class SamProposer:
+    """Mask proposals from segment-anything: everything mode + the paper's granularity policy.
+
+    Build it from settings (the checkpoint is loaded at construction) or from a ready ``Sam``
+    model. Registered as ``"sam"`` in :mod:`dtwin_agent.perception`.
+
+    Args:
+        settings: the run settings (``settings.perception`` is read); defaults to ``Settings()``.
+        model: an already built ``segment_anything.modeling.Sam`` (or MobileSAM) model; the
+            checkpoint settings are then ignored. With ``device = "auto"`` it stays on its device;
+            an explicit device moves it there.
+        builder: a ``checkpoint path -> Sam`` callable replacing the model registry.
+
+    Raises:
+        ConfigError: for a missing or unusable checkpoint, an unknown model type or device.
+    """
+
+    name = "sam"
+
+    def __init__(
+        self, settings: Settings | None = None, *, model: Any = None, builder: SamBuilder | None = None
+    ):
+        self.settings = settings or Settings()
+        backend = _backend()
+        self._torch = backend.torch
+        self._stability = backend.calculate_stability_score
+        p = self.settings.perception
+        if model is None:
+            device = resolve_device(p.device)
+            model = load_sam(p.sam_model_type, p.sam_checkpoint, builder=builder).to(device)
+        elif p.device != "auto":
+            model = model.to(resolve_device(p.device))
+        model.eval()
+        self.model = model
+        self.generator = backend.Generator(
+            model,
+            points_per_side=p.points_per_side,
+            points_per_batch=p.points_per_batch,
+            pred_iou_thresh=p.pred_iou_thresh,
+            stability_score_thresh=p.stability_score_thresh,
+            box_nms_thresh=p.box_nms_thresh,
+            min_mask_region_area=p.min_mask_region_area,
+            output_mode="binary_mask",
+        )
+        self.predictor = self.generator.predictor
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts per decoder call now (``points_per_batch``, halved after each CUDA OOM)."""
+        return self.generator.batch_size
+
+    def propose(self, image: np.ndarray, granularity: Granularity) -> list[Proposal]:
+        """Mask proposals for an ``H x W x 3`` uint8 RGB image at ``granularity``.
+
+        Returns:
+            Proposals with boolean ``H x W`` masks. ``sam_only``: the generator's order (its NMS
+            order, best predicted IoU first). ``part``: that order, deduplicated. ``object`` /
+            ``group``: largest mask first, ``point`` being the centroid prompt.
+
+        Raises:
+            ValueError: for a malformed image or an unknown granularity.
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"image must be an H x W x 3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+            )
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        p = self.settings.perception
+        image = np.ascontiguousarray(image)
+        try:
+            records = self.generator.generate(image)  # the one image-encoder pass
+            proposals = [
+                Proposal(
+                    mask=np.asarray(r["segmentation"], dtype=bool),
+                    predicted_iou=float(r["predicted_iou"]),
+                    stability=float(r["stability_score"]),
+                    point=(float(r["point_coords"][0][0]), float(r["point_coords"][0][1])),
+                )
+                for r in records
+            ]
+            if p.policy == "sam_only":
+                return proposals
+            proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
+            if granularity == "part":
+                return part_dedup(proposals, p.part_iou_thresh)
+            if not proposals:
+                return []
+            self.predictor.restore()
+            points = np.asarray([centroid_prompt_point(prop.mask) for prop in proposals], dtype=float)
+            regrown = self._largest_of_multimask(points)
+            keep = containment_filter([prop.mask for prop in regrown], p.containment_thresh)
+            return [regrown[i] for i in keep]
+        finally:
+            self.predictor.release()
+
+    def _largest_of_multimask(self, points: np.ndarray) -> list[Proposal]:
+        """Prompt SAM with each point in multi-mask mode; keep the largest of the three masks.
+
+        Same as ``predictor.predict(point_coords=[pt], point_labels=[1], multimask_output=True)``
+        per point, batched (``batch_size`` prompts per decoder call, halved on CUDA OOM) on the
+        embedding already set.
+        """
+        torch = self._torch
+        out: list[Proposal] = []
+        start = 0
+        with torch.no_grad():
+            while start < len(points):
+                size = min(self.generator.batch_size, len(points) - start)
+                chunk = points[start : start + size]
+                try:
+                    out.extend(self._decode_points(chunk))
+                except torch.cuda.OutOfMemoryError:
+                    if size <= 1:
+                        raise
+                    self.generator.batch_size = max(1, size // 2)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                start += size
+        return out
+
+    def _decode_points(self, chunk: np.ndarray) -> list[Proposal]:
+        torch = self._torch
+        predictor = self.predictor
+        coords = predictor.transform.apply_coords(chunk, predictor.original_size)
+        coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None, :]
+        labels_t = torch.ones((len(chunk), 1), dtype=torch.int, device=predictor.device)
+        logits, ious, _ = predictor.predict_torch(
+            coords_t, labels_t, multimask_output=True, return_logits=True
+        )
+        threshold = self.model.mask_threshold
+        binary = logits > threshold
+        largest = binary.flatten(2).sum(-1).argmax(dim=1)  # first of equal areas
+        rows = torch.arange(len(chunk), device=logits.device)
+        chosen_logits = logits[rows, largest]
+        stability = self._stability(chosen_logits, threshold, self.generator.stability_score_offset)
+        chosen = binary[rows, largest].cpu().numpy()
+        chosen_iou = ious[rows, largest].float().cpu().numpy()
+        stability = stability.float().cpu().numpy()
+        return [
+            Proposal(
+                mask=chosen[i],
+                predicted_iou=float(chosen_iou[i]),
+                stability=float(stability[i]),
+                point=(float(chunk[i, 0]), float(chunk[i, 1])),
+            )
+            for i in range(len(chunk))
+        ]
+
+
+@register_proposer("sam")
+def _make_sam_proposer(settings: Settings) -> SamProposer:
+    return SamProposer(settings)

@@ -1,0 +1,156 @@
+"""The granularity policy (paper 3.1) on hand-made masks whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dtwin_agent.perception.base import Proposal
+from dtwin_agent.perception.policy import (
+    centroid_prompt_point,
+    containment_filter,
+    filter_by_predicted_iou,
+    part_dedup,
+)
+
+H, W = 40, 50
+
+
+def box(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """A boolean H x W mask with the rectangle [y0:y1, x0:x1] set."""
+    mask = np.zeros((H, W), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# --------------------------------------------------------------------------- theta filter
+
+
+def test_theta_filter_is_strictly_greater() -> None:
+    props = [Proposal(box(0, 0, 5, 5), predicted_iou=v) for v in (0.5, 0.88, 0.880001, 0.95)]
+    kept = filter_by_predicted_iou(props, 0.88)
+    assert [p.predicted_iou for p in kept] == [0.880001, 0.95]
+
+
+def test_theta_filter_keeps_order_and_rejects_bad_theta() -> None:
+    props = [Proposal(box(0, 0, 5, 5), predicted_iou=v) for v in (0.99, 0.2, 0.9)]
+    assert [p.predicted_iou for p in filter_by_predicted_iou(props, 0.0)] == [0.99, 0.2, 0.9]
+    with pytest.raises(ValueError, match="theta"):
+        filter_by_predicted_iou(props, 1.5)
+
+
+# --------------------------------------------------------------------------- part dedup
+
+
+def test_part_dedup_keeps_the_higher_predicted_iou() -> None:
+    a = box(0, 0, 20, 20)  # 400 px
+    b = box(0, 0, 20, 19)  # 380 px inside a: IoU 0.95
+    far = box(30, 25, 45, 35)
+    props = [
+        Proposal(a, predicted_iou=0.90),
+        Proposal(b, predicted_iou=0.97),
+        Proposal(far, predicted_iou=0.5),
+    ]
+    kept = part_dedup(props, tau=0.85)
+    assert [p.predicted_iou for p in kept] == [0.97, 0.5]  # input order, a removed
+    assert kept[0].mask is b
+
+
+def test_part_dedup_keeps_both_when_iou_not_above_tau() -> None:
+    a = box(0, 0, 20, 20)
+    b = box(0, 0, 20, 19)  # IoU exactly 0.95
+    props = [Proposal(a, predicted_iou=0.9), Proposal(b, predicted_iou=0.97)]
+    assert len(part_dedup(props, tau=0.95)) == 2  # strict >
+    assert len(part_dedup(props, tau=0.949)) == 1
+
+
+def test_part_dedup_is_greedy_like_nms() -> None:
+    # a ~ b and b ~ c overlap above tau, a and c do not: b loses to a; c survives because b was removed.
+    a = box(0, 0, 20, 10)
+    b = box(2, 0, 22, 10)
+    c = box(4, 0, 24, 10)
+    ious = (180 / 220, 160 / 240)  # IoU(a,b)=IoU(b,c)=0.818, IoU(a,c)=0.667
+    assert ious[0] > 0.8 > ious[1]
+    props = [Proposal(a, predicted_iou=0.99), Proposal(b, predicted_iou=0.95), Proposal(c, predicted_iou=0.9)]
+    kept = part_dedup(props, tau=0.8)
+    assert [p.predicted_iou for p in kept] == [0.99, 0.9]
+
+
+def test_part_dedup_validates() -> None:
+    with pytest.raises(ValueError, match="tau"):
+        part_dedup([], tau=-0.1)
+    with pytest.raises(ValueError, match="shape"):
+        part_dedup([Proposal(box(0, 0, 2, 2)), Proposal(np.ones((3, 3), dtype=bool))], tau=0.5)
+    assert part_dedup([], tau=0.5) == []
+
+
+# --------------------------------------------------------------------------- containment (Eq. 3)
+
+
+def test_containment_drops_inner_mask_above_tau_prime() -> None:
+    outer = box(0, 0, 20, 20)
+    inner = box(5, 5, 9, 9)  # fully inside: R = 1.0
+    assert containment_filter([inner, outer], tau_prime=0.8) == [1]
+
+
+def test_containment_keeps_mask_with_ratio_below_or_equal_tau_prime() -> None:
+    outer = box(0, 0, 20, 20)
+    part_70 = box(13, 0, 23, 1)  # 10 px, 7 inside: R = 0.7
+    part_80 = box(12, 5, 22, 6)  # 10 px, 8 inside: R = 0.8 (not > 0.8)
+    part_90 = box(11, 10, 21, 11)  # 10 px, 9 inside: R = 0.9
+    kept = containment_filter([outer, part_70, part_80, part_90], tau_prime=0.8)
+    assert kept == [0, 1, 2]
+    assert containment_filter([outer, part_90], tau_prime=0.95) == [0, 1]
+
+
+def test_containment_checks_every_larger_kept_mask_and_sorts_by_area() -> None:
+    big = box(0, 0, 20, 40)  # 800 px, left
+    medium = box(25, 0, 45, 20)  # 400 px, right, disjoint from big
+    inside_medium = box(30, 5, 35, 10)  # inside medium only
+    tiny_free = box(47, 30, 49, 32)  # disjoint from all
+    kept = containment_filter([inside_medium, tiny_free, medium, big], tau_prime=0.8)
+    assert kept == [3, 2, 1]  # largest first; inside_medium dropped against medium
+
+
+def test_containment_drops_empty_masks_and_duplicates() -> None:
+    a = box(0, 0, 10, 10)
+    assert containment_filter([a, np.zeros((H, W), dtype=bool), a.copy()], tau_prime=0.8) == [0]
+    assert containment_filter([], tau_prime=0.8) == []
+    with pytest.raises(ValueError, match="tau_prime"):
+        containment_filter([a], tau_prime=2.0)
+
+
+# --------------------------------------------------------------------------- centroid (Eq. 2)
+
+
+def test_centroid_of_convex_mask_is_the_mean() -> None:
+    mask = box(10, 4, 20, 8)  # x 10..19, y 4..7
+    assert centroid_prompt_point(mask) == (14.5, 5.5)
+
+
+def test_centroid_of_ring_snaps_inside() -> None:
+    ys, xs = np.mgrid[0:H, 0:W]
+    r = np.hypot(xs - 25, ys - 20)
+    ring = (r >= 8) & (r < 11)
+    assert not ring[20, 25]  # the true centroid is in the hole
+    x, y = centroid_prompt_point(ring)
+    assert ring[int(y), int(x)]
+    assert float(x).is_integer() and float(y).is_integer()
+    assert 8 <= np.hypot(x - 25, y - 20) < 9  # on the inner edge: the nearest ring pixel
+
+
+def test_centroid_of_c_shape_snaps_to_nearest_pixel() -> None:
+    c_shape = box(10, 10, 30, 13) | box(10, 27, 30, 30) | box(10, 10, 13, 30)  # opening to the right
+    cx, cy = np.nonzero(c_shape)[1].mean(), np.nonzero(c_shape)[0].mean()
+    assert not c_shape[round(cy), round(cx)]
+    x, y = centroid_prompt_point(c_shape)
+    assert c_shape[int(y), int(x)]
+    ys, xs = np.nonzero(c_shape)
+    assert np.isclose(np.hypot(x - cx, y - cy), np.hypot(xs - cx, ys - cy).min())
+
+
+def test_centroid_rejects_empty_and_non_2d() -> None:
+    with pytest.raises(ValueError):
+        centroid_prompt_point(np.zeros((H, W), dtype=bool))
+    with pytest.raises(ValueError):
+        centroid_prompt_point(np.ones((2, 2, 2), dtype=bool))

@@ -137,8 +137,8 @@ def run_graph(
     return final
 
 
-def _context(settings: Settings, proposer: Any) -> Context:
-    return Context(settings=settings, proposer=proposer, cache=open_cache(settings))
+def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
+    return Context(settings=settings, proposer=proposer, cache=cache if cache is not None else open_cache(settings))
 
 
 def build_twin(
@@ -147,13 +147,19 @@ def build_twin(
     *,
     settings: Settings | Mapping[str, Any] | None = None,
     proposer: Any = None,
+    cache: Any = None,
     on_progress: ProgressFn | None = None,
 ) -> DigitalTwin:
-    """Build the digital twin D of an image (paper 3.1-3.2); the query guides granularity and labels."""
+    """Build the digital twin D of an image (paper 3.1-3.2); the query guides granularity and labels.
+
+    ``proposer`` (an already-built mask proposer) and ``cache`` (a :class:`~dtwin_agent.cache.SqliteCache`;
+    default: the one ``settings.cache`` names) are injectable; ``on_progress(node, update)`` is
+    called after each node.
+    """
     resolved = _settings(settings)
     query = check_query(query, resolved, required=False)
     inputs = {"image": image_reference(image, resolved), "query": query}
-    state = run_graph(inputs, _context(resolved, proposer), reasoning=False, on_progress=on_progress)
+    state = run_graph(inputs, _context(resolved, proposer, cache), reasoning=False, on_progress=on_progress)
     return DigitalTwin.model_validate(state["twin"])
 
 
@@ -163,13 +169,21 @@ def segment(
     *,
     settings: Settings | Mapping[str, Any] | None = None,
     proposer: Any = None,
+    cache: Any = None,
     on_progress: ProgressFn | None = None,
 ) -> SegmentationResult:
-    """Reasoning segmentation: build the twin, let the LLM refine it, union the chosen masks."""
+    """Reasoning segmentation: build the twin, let the LLM refine it, union the chosen masks.
+
+    Takes the same injectable ``proposer``, ``cache`` and ``on_progress`` as :func:`build_twin`.
+
+    Raises:
+        InputError: for an unreadable image or an empty or over-long query.
+        ProviderError: when a model provider keeps failing after the retries.
+    """
     resolved = _settings(settings)
     query = check_query(query, resolved, required=True)
     inputs = {"image": image_reference(image, resolved), "query": query}
-    state = run_graph(inputs, _context(resolved, proposer), reasoning=True, on_progress=on_progress)
+    state = run_graph(inputs, _context(resolved, proposer, cache), reasoning=True, on_progress=on_progress)
     twin = DigitalTwin.model_validate(state["twin"])
     mask_rle = state.get("mask")
     mask = (

@@ -223,6 +223,15 @@ def cache_clear(config: ConfigOpt = None) -> None:
     out.print(f"removed {removed} entries")
 
 
+from dtwin_agent.cli_chat import chat as chat_command  # noqa: E402
+from dtwin_agent.cli_chat import mcp as mcp_command  # noqa: E402
+from dtwin_agent.cli_eval import eval_command  # noqa: E402
+
+app.command("chat")(chat_command)
+app.command("mcp")(mcp_command)
+app.command("eval")(eval_command)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Run the app."""
     app()

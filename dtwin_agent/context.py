@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtwin_agent.config import Settings
+from dtwin_agent.config import Settings, resolve_settings
 
 
 @dataclass
@@ -22,6 +22,12 @@ class Context:
         cache: a twin/label cache (``dtwin_agent.cache.TwinCache``) or None to disable caching.
     """
 
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=resolve_settings)
     proposer: Any = None
     cache: Any = None
+
+    def __post_init__(self) -> None:
+        # LangGraph servers build the context from a JSON dict: settings arrive as a dict (or absent)
+        # and are resolved like everywhere else (environment and dtwin.toml below the given values).
+        if not isinstance(self.settings, Settings):
+            self.settings = resolve_settings(overrides=dict(self.settings or {}))

@@ -26,8 +26,17 @@ from dtwin_agent.state import InputState, OutputState, State
 PERCEPTION_NODES = ("select_granularity", "propose_masks", "assign_semantics", "build_spatial")
 
 
-def build_graph(*, reasoning: bool = True) -> StateGraph:
-    """The uncompiled graph; ``reasoning=False`` stops after the twin is built (``build_twin``)."""
+def build_graph(*, perception: bool = True, reasoning: bool = True) -> StateGraph:
+    """The uncompiled graph.
+
+    Args:
+        perception: include the twin-building nodes; ``False`` starts at ``refine`` over a
+            ``twin`` already in the input (chat sessions reuse one twin across turns).
+        reasoning: include ``refine`` and ``finalize``; ``False`` stops after the twin is built.
+    """
+    if not perception:
+        builder = StateGraph(State, context_schema=Context, output_schema=OutputState)
+        return _add_reasoning(builder, START)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
     builder.add_node("select_granularity", select_granularity)
     builder.add_node("propose_masks", propose_masks)
@@ -40,9 +49,14 @@ def build_graph(*, reasoning: bool = True) -> StateGraph:
     if not reasoning:
         builder.add_edge("build_spatial", END)
         return builder
+    return _add_reasoning(builder, "build_spatial")
+
+
+def _add_reasoning(builder: StateGraph, after: str) -> StateGraph:
+    """``after -> refine (loop) -> finalize -> END``."""
     builder.add_node("refine", refine)
     builder.add_node("finalize", finalize)
-    builder.add_edge("build_spatial", "refine")
+    builder.add_edge(after, "refine")
     builder.add_conditional_edges("refine", route_after_refine, ["refine", "finalize"])
     builder.add_edge("finalize", END)
     return builder

@@ -27,6 +27,7 @@ class InputState(TypedDict):
 class State(InputState, total=False):
     """The working state of one run."""
 
+    dialogue: str  # earlier turns of a chat session, shown to the reasoner beside the query
     image_sha256: str
     width: int
     height: int

@@ -14,12 +14,7 @@ from dtwin_agent.imageio import LoadedImage, load_image
 
 def settings_of(runtime: Runtime[Context] | None) -> Settings:
     """The run's settings (defaults when the graph runs without a context)."""
-    context = getattr(runtime, "context", None)
-    if context is None:
-        return Settings()
-    if isinstance(context, dict):  # LangGraph servers pass context as a plain dict
-        return Settings.model_validate(context.get("settings") or {})
-    return context.settings
+    return context_of(runtime).settings
 
 
 def context_of(runtime: Runtime[Context] | None) -> Context:
@@ -27,7 +22,9 @@ def context_of(runtime: Runtime[Context] | None) -> Context:
     context = getattr(runtime, "context", None)
     if isinstance(context, Context):
         return context
-    return Context(settings=settings_of(runtime))
+    if isinstance(context, dict):  # a plain dict from a LangGraph server
+        return Context(settings=context.get("settings") or {})
+    return Context()
 
 
 @lru_cache(maxsize=4)

@@ -29,17 +29,23 @@ def _int_keys(d: dict[str, str] | None) -> dict[int, str]:
     return {int(k): v for k, v in (d or {}).items()}
 
 
+def _dialogue_block(dialogue: str) -> str:
+    return f"<dialogue>\n{dialogue}\n</dialogue>\n" if dialogue.strip() else ""
+
+
 def refine_messages(twin: DigitalTwin, query: str, step: int, ids: list[int],
-                    semantics: dict[int, str], reasoning: dict[int, str]) -> list[Any]:
-    """The messages of refinement step ``step``: system prompt, JSON(D^(step-1)) and the query."""
+                    semantics: dict[int, str], reasoning: dict[int, str], dialogue: str = "") -> list[Any]:
+    """The messages of refinement step ``step``: system prompt, JSON(D^(step-1)), the query (and dialogue)."""
     twin_json = twin.to_prompt_json(ids=ids, semantics=semantics, reasoning=reasoning)
-    user = render_prompt("refine.user.md", query=query, step=step, previous_step=step - 1, twin_json=twin_json)
+    user = render_prompt("refine.user.md", query=query, step=step, previous_step=step - 1, twin_json=twin_json,
+                         dialogue_block=_dialogue_block(dialogue))
     return [SystemMessage(load_prompt("refine.system.md")), HumanMessage(user)]
 
 
-def single_shot_messages(twin: DigitalTwin, query: str) -> list[Any]:
+def single_shot_messages(twin: DigitalTwin, query: str, dialogue: str = "") -> list[Any]:
     """The messages of the zero-shot Eq. 6 call."""
-    user = render_prompt("single_shot.user.md", query=query, twin_json=twin.to_prompt_json())
+    user = render_prompt("single_shot.user.md", query=query, twin_json=twin.to_prompt_json(),
+                         dialogue_block=_dialogue_block(dialogue))
     return [SystemMessage(load_prompt("single_shot.system.md")), HumanMessage(user)]
 
 
@@ -48,6 +54,7 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     settings = settings_of(runtime)
     twin = DigitalTwin.model_validate(state["twin"])
     query = state.get("query", "")
+    dialogue = state.get("dialogue", "")
     steps = list(state.get("steps") or [])
     if not steps:
         steps = [{"step": 0, "ids": twin.ids, "objects": {}}]  # D^(0) = D
@@ -61,7 +68,7 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
 
     if settings.reasoning.mode == "single_shot":
         result = invoke_structured(
-            model, single_shot_messages(twin, query), SingleShotOutput,
+            model, single_shot_messages(twin, query, dialogue), SingleShotOutput,
             parse=lambda text: parse_single_shot(text, twin.ids), settings=settings, usage=usage, stage="refine",
         )
         update: dict[str, Any] = {"usage": usage.model_dump(), "components": component}
@@ -77,7 +84,7 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     semantics = _int_keys(state.get("step_semantics"))
     reasoning = _int_keys(state.get("step_reasoning"))
     result = invoke_structured(
-        model, refine_messages(twin, query, step, previous, semantics, reasoning), RefineStepOutput,
+        model, refine_messages(twin, query, step, previous, semantics, reasoning, dialogue), RefineStepOutput,
         parse=lambda text: parse_refine_step(text, previous), settings=settings, usage=usage, stage="refine",
     )
     update = {"usage": usage.model_dump(), "components": component}

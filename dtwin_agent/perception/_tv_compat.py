@@ -20,10 +20,11 @@ from __future__ import annotations
 import importlib.machinery
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ensure_torchvision", "is_stub_active"]
+__all__ = ["ensure_torchvision", "is_stub_active", "torchvision_for_import"]
 
 STUB_MARKER = "__dtwin_torchvision_stub__"
 _real_available: bool | None = None
@@ -61,6 +62,32 @@ def ensure_torchvision() -> bool:
         del sys.modules[name]
     _install_stub()
     return False
+
+
+def remove_stub() -> None:
+    """Take the stand-in out of ``sys.modules`` (modules that imported from it keep their names)."""
+    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        if getattr(sys.modules[name], STUB_MARKER, False):
+            del sys.modules[name]
+
+
+@contextmanager
+def torchvision_for_import() -> Iterator[bool]:
+    """Make ``import torchvision`` work only while segment-anything (or MobileSAM) is imported.
+
+    segment-anything binds the four functions at import time, so the stand-in can leave
+    ``sys.modules`` afterwards; other libraries that probe for torchvision (transformers does)
+    then see that it is absent instead of finding an incomplete module tree.
+
+    Yields:
+        True when the real torchvision is in use, False when the stand-in is.
+    """
+    real = ensure_torchvision()
+    try:
+        yield real
+    finally:
+        if not real:
+            remove_stub()
 
 
 # --------------------------------------------------------------------------- module tree

@@ -20,8 +20,8 @@ Pipeline for one image (``H x W x 3`` uint8):
      ``tau' = containment_thresh`` (Eq. 3).
 
 The backend (torch, segment-anything) is imported only when a :class:`SamProposer` is built;
-:func:`~dtwin_agent.perception._tv_compat.ensure_torchvision` runs first, so segment-anything
-imports on machines without a working torchvision.
+:func:`~dtwin_agent.perception._tv_compat.torchvision_for_import` wraps the import, so
+segment-anything imports on machines without a working torchvision.
 """
 
 from __future__ import annotations
@@ -55,19 +55,20 @@ SamBuilder = Callable[[str], Any]  # checkpoint path -> Sam model, like sam_mode
 @functools.cache
 def _backend() -> Any:
     """Import torch + segment-anything once and define the classes that subclass theirs."""
-    from dtwin_agent.perception._tv_compat import ensure_torchvision
+    from dtwin_agent.perception._tv_compat import torchvision_for_import
 
-    ensure_torchvision()
     import torch
-    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
-    from segment_anything.utils.amg import (
-        MaskData,
-        batched_mask_to_box,
-        calculate_stability_score,
-        is_box_near_crop_edge,
-        mask_to_rle_pytorch,
-        uncrop_masks,
-    )
+
+    with torchvision_for_import():
+        from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+        from segment_anything.utils.amg import (
+            MaskData,
+            batched_mask_to_box,
+            calculate_stability_score,
+            is_box_near_crop_edge,
+            mask_to_rle_pytorch,
+            uncrop_masks,
+        )
 
     class KeepingPredictor(SamPredictor):
         """A ``SamPredictor`` that remembers the last image embedding so it can be restored.
@@ -214,9 +215,11 @@ def resolve_device(device: str) -> str:
 
 def _registry_builder(model_type: str) -> SamBuilder:
     if model_type == "vit_t":
-        _backend()  # the torchvision stand-in, for mobile_sam as for segment_anything
+        from dtwin_agent.perception._tv_compat import torchvision_for_import
+
         try:
-            from mobile_sam import sam_model_registry as mobile_registry
+            with torchvision_for_import():  # the stand-in, for mobile_sam as for segment_anything
+                from mobile_sam import sam_model_registry as mobile_registry
         except ImportError as exc:
             raise ConfigError(
                 f"sam_model_type 'vit_t' (MobileSAM) needs the mobile_sam package: {MOBILE_SAM_HINT} ({exc})"

@@ -14,17 +14,16 @@ from functools import partial
 import numpy as np
 import torch
 
-from dtwin_agent.perception._tv_compat import ensure_torchvision
+from dtwin_agent.perception._tv_compat import torchvision_for_import
 
-ensure_torchvision()
-
-from segment_anything.modeling import (  # noqa: E402
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+with torchvision_for_import():
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
 IMG_SIZE = 64
 PATCH = 8

@@ -57,16 +57,22 @@ def assert_same(a, b, *, rel: float = 0.0) -> None:
 
 
 def test_torchvision_stand_in_provides_what_segment_anything_imports() -> None:
-    if _tv_compat.ensure_torchvision():
-        pytest.skip("a working torchvision is installed: the stand-in is not used")
-    assert _tv_compat.is_stub_active()
-    from torchvision.ops import batched_nms as ops_nms
-    from torchvision.ops.boxes import batched_nms, box_area
-    from torchvision.transforms.functional import resize, to_pil_image
+    with _tv_compat.torchvision_for_import() as real:
+        if real:
+            pytest.skip("a working torchvision is installed: the stand-in is not used")
+        assert _tv_compat.is_stub_active()
+        from torchvision.ops import batched_nms as ops_nms
+        from torchvision.ops.boxes import batched_nms, box_area
+        from torchvision.transforms.functional import resize, to_pil_image
 
-    assert ops_nms is batched_nms and callable(box_area) and callable(resize) and callable(to_pil_image)
-    with pytest.raises(ModuleNotFoundError):
-        __import__("torchvision.io")
+        assert ops_nms is batched_nms and callable(box_area) and callable(resize) and callable(to_pil_image)
+        with pytest.raises(ModuleNotFoundError):
+            __import__("torchvision.io")
+    # afterwards other libraries probing for torchvision (transformers) see it absent
+    assert not _tv_compat.is_stub_active()
+    import importlib.util
+
+    assert importlib.util.find_spec("torchvision") is None
 
 
 def test_real_torchvision_wins_when_it_imports(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,10 +110,10 @@ class _Progress:
 def usage_table(usage: dict[str, Any]) -> Table:
     """A rich table of per-stage usage."""
     table = Table(title="usage")
-    for col in ("stage", "calls", "input tokens", "output tokens", "seconds"):
+    for col in ("stage", "calls", "retries", "input tokens", "output tokens", "seconds"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for stage, row in (usage.get("stages") or {}).items():
-        table.add_row(stage, str(row.get("calls", 0)), str(row.get("input_tokens", 0)),
+        table.add_row(stage, str(row.get("calls", 0)), str(row.get("retries", 0)), str(row.get("input_tokens", 0)),
                       str(row.get("output_tokens", 0)), f"{row.get('seconds', 0.0):.2f}")
     return table
 

@@ -48,7 +48,11 @@ def is_offline(spec: object) -> bool:
 
 
 def model_name(spec: object) -> str:
-    """A short printable name of a model setting."""
+    """A short printable name of a model setting (the offline LLM says what it is)."""
+    if is_offline(spec):
+        from dtwin_agent.offline_models import NAME
+
+        return f"{NAME} (keyword matcher, not an LLM)"
     if isinstance(spec, str):
         return spec
     return getattr(spec, "model_name", None) or getattr(spec, "model", None) or type(spec).__name__

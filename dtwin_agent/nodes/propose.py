@@ -6,6 +6,7 @@ to the original size before they are encoded, so every RLE is at the original im
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from dtwin_agent.nodes.common import context_of, image_of, model_name
 from dtwin_agent.perception import get_proposer
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.twin import DigitalTwin
+from dtwin_agent.usage import Usage
 
 
 def proposals_to_records(
@@ -90,6 +92,7 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
                 "components": {k: v for k, v in cached.components.items() if k in ("proposer", "semantics")}
                 | {"cache": "twin reused from the cache"},
             }
+    started = time.perf_counter()
     proposer = context.proposer or get_proposer(settings)
     image = image_of(state)
     small, _ = downscale(image.rgb, settings.perception.max_image_side)
@@ -100,8 +103,10 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
         min_area_pct=settings.perception.min_area_pct,
         max_objects=settings.perception.max_objects,
     )
+    usage = Usage().add("propose", calls=1, seconds=time.perf_counter() - started)
     update: dict[str, Any] = {
-        "proposals": records, "twin_key": key, "cached_twin": None, "components": {"proposer": proposer.name}
+        "proposals": records, "twin_key": key, "cached_twin": None, "components": {"proposer": proposer.name},
+        "usage": usage.model_dump(),
     }
     if not records:
         update["warnings"] = ["propose_masks: the proposer found no object"]

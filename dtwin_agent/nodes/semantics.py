@@ -10,6 +10,7 @@ size and position from the pixels.
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,11 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     decoded = [(r["id"], mask_ops.decode(RLE.model_validate(r["mask"]))) for r in records]
     spec = settings.models.vlm
     if is_offline(spec):
+        started = time.perf_counter()
         semantics = {str(i): labeller.describe(image.rgb, m) for i, m in decoded}
-        return {"semantics": semantics, "components": {"semantics": "offline labeller (colour/shape/position)"}}
+        usage = Usage().add("semantics", calls=len(decoded), seconds=time.perf_counter() - started)
+        return {"semantics": semantics, "usage": usage.model_dump(),
+                "components": {"semantics": "offline labeller (colour/shape/position)"}}
 
     query = state.get("query", "")
     system = system_prompt(settings)

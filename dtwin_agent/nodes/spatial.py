@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -10,6 +11,7 @@ from dtwin_agent.context import Context
 from dtwin_agent.nodes.common import context_of, settings_of
 from dtwin_agent.spatial import build_spatial as compute_spatial
 from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject
+from dtwin_agent.usage import Usage
 
 
 def assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
@@ -46,6 +48,7 @@ def assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
 
 def build_spatial(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """Compute bbox, area %, centroid, relations and T_i; store the twin (and cache it)."""
+    started = time.perf_counter()
     if state.get("cached_twin"):
         twin = DigitalTwin.model_validate(state["cached_twin"])
     else:
@@ -53,4 +56,5 @@ def build_spatial(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
         cache = context_of(runtime).cache
         if cache is not None and state.get("twin_key"):
             cache.put("twin", state["twin_key"], twin.model_dump(mode="json"))
-    return {"twin": twin.model_dump(mode="json"), "current_ids": twin.ids}
+    usage = Usage().add("spatial", calls=0, seconds=time.perf_counter() - started)
+    return {"twin": twin.model_dump(mode="json"), "current_ids": twin.ids, "usage": usage.model_dump()}

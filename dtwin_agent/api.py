@@ -89,9 +89,13 @@ def image_reference(image: ImageLike, settings: Settings) -> str:
     Raises:
         ImageError: if the image cannot be read (checked here, before any model is called).
     """
+    from dtwin_agent.nodes.common import remember_image
+
     loaded = load_image(image)
     if isinstance(image, (str, Path)):
-        return str(Path(image).resolve())
+        path = str(Path(image).resolve())
+        remember_image(path, loaded)
+        return path
     folder = Path(settings.cache.dir) / "images"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{loaded.sha256}.png"

@@ -23,6 +23,7 @@ from dtwin_agent import labeller
 from dtwin_agent import masks as mask_ops
 from dtwin_agent.config import Settings
 from dtwin_agent.context import Context
+from dtwin_agent.imageio import downscale
 from dtwin_agent.llm_call import invoke_structured
 from dtwin_agent.models import chat_model
 from dtwin_agent.nodes.common import context_of, image_of, is_offline, model_name
@@ -89,7 +90,10 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     spec = settings.models.vlm
     if is_offline(spec):
         started = time.perf_counter()
-        semantics = {str(i): labeller.describe(image.rgb, m) for i, m in decoded}
+        # colour, shape, size and position are measured on the proposer-sized copy: same words, less work
+        small, _ = downscale(image.rgb, settings.perception.max_image_side)
+        shape = small.shape[:2]
+        semantics = {str(i): labeller.describe(small, mask_ops.resize_mask(m, shape)) for i, m in decoded}
         usage = Usage().add("semantics", calls=len(decoded), seconds=time.perf_counter() - started)
         return {"semantics": semantics, "usage": usage.model_dump(),
                 "components": {"semantics": "offline labeller (colour/shape/position)"}}

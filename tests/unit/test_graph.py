@@ -6,15 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from _fakes import ScriptedChatModel, StaticProposer, human_text, region_ids, three_box_scene, twin_of
 from langgraph.checkpoint.memory import InMemorySaver
 
 from dtwin_agent.api import build_twin, segment
 from dtwin_agent.config import Settings
 from dtwin_agent.context import Context
-from dtwin_agent.graph import build_graph
 from dtwin_agent.errors import InputError
-
-from _fakes import ScriptedChatModel, StaticProposer, human_text, region_ids, three_box_scene, twin_of
+from dtwin_agent.graph import build_graph
 
 LABELS = {1: "red apple", 2: "green pear", 3: "blue bowl"}  # ids are by decreasing area: bowl is largest
 

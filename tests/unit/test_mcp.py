@@ -15,34 +15,12 @@ from PIL import Image
 
 pytest.importorskip("mcp", reason="the mcp extra is not installed")
 
+from _scenes import ColourProposer, write_scene  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
 from dtwin_agent.config import resolve_settings  # noqa: E402
 from dtwin_agent.mcp_server import build_server  # noqa: E402
-from dtwin_agent.perception.base import Proposal  # noqa: E402
 from dtwin_agent.tool import DTwinSegmentTool  # noqa: E402
-
-BACKGROUND = (235, 235, 225)
-SHAPES = {
-    (220, 30, 30): (8, 40, 40, 88),  # red, left
-    (30, 160, 40): (52, 40, 76, 88),  # green, centre
-    (30, 60, 210): (88, 40, 120, 88),  # blue, right
-}
-
-
-def write_scene(path: Path) -> Path:
-    rgb = np.full((128, 128, 3), BACKGROUND, dtype=np.uint8)
-    for colour, (x0, y0, x1, y1) in SHAPES.items():
-        rgb[y0:y1, x0:x1] = colour
-    Image.fromarray(rgb).save(path)
-    return path
-
-
-class ColourProposer:
-    name = "colour-test"
-
-    def propose(self, image: np.ndarray, granularity: str) -> list[Proposal]:
-        return [Proposal(mask=np.all(image == np.array(c, dtype=np.uint8), axis=-1)) for c in SHAPES]
 
 
 def png_mask(result) -> np.ndarray:

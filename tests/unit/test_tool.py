@@ -8,43 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _scenes import ColourProposer, write_scene
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_tests.unit_tests import ToolsUnitTests
 from PIL import Image
 
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.perception.base import Proposal
 from dtwin_agent.tool import DTwinSegmentTool, confine_path
-
-BACKGROUND = (235, 235, 225)
-SHAPES = {  # colour -> (x0, y0, x1, y1)
-    (220, 30, 30): (8, 40, 40, 88),  # red, left
-    (30, 160, 40): (52, 40, 76, 88),  # green, centre
-    (30, 60, 210): (88, 40, 120, 88),  # blue, right
-}
-
-
-def write_scene(path: Path) -> Path:
-    """A 128 x 128 PNG with three flat rectangles (red left, green centre, blue right)."""
-    rgb = np.full((128, 128, 3), BACKGROUND, dtype=np.uint8)
-    for colour, (x0, y0, x1, y1) in SHAPES.items():
-        rgb[y0:y1, x0:x1] = colour
-    Image.fromarray(rgb).save(path)
-    return path
-
-
-class ColourProposer:
-    """One proposal per flat colour that is not the background; counts its calls."""
-
-    name = "colour-test"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def propose(self, image: np.ndarray, granularity: str) -> list[Proposal]:
-        self.calls += 1
-        return [Proposal(mask=np.all(image == np.array(c, dtype=np.uint8), axis=-1)) for c in SHAPES]
 
 
 class ToolCallingFakeModel(GenericFakeChatModel):
@@ -305,5 +276,5 @@ def test_tool_session_turns_share_one_twin(scene: Path, tmp_path: Path) -> None:
     assert first.status == second.status == "success", (first.content, second.content)
     assert (first.artifact["turn"], second.artifact["turn"]) == (1, 2)
     assert first.artifact["session_id"] == "t1"
-    assert proposer.calls == 1
+    assert len(proposer.calls) == 1
     assert first.artifact["ids"] != second.artifact["ids"]

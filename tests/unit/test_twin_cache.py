@@ -11,43 +11,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _scenes import ColourProposer, write_scene
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from PIL import Image
 
 from dtwin_agent import labeller
 from dtwin_agent.api import segment
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.perception.base import Proposal
-
-BACKGROUND = (235, 235, 225)
-SHAPES = {
-    (220, 30, 30): (8, 40, 40, 88),  # red, left
-    (30, 160, 40): (52, 40, 76, 88),  # green, centre
-    (30, 60, 210): (88, 40, 120, 88),  # blue, right
-}
-
-
-def write_scene(path: Path) -> Path:
-    rgb = np.full((128, 128, 3), BACKGROUND, dtype=np.uint8)
-    for colour, (x0, y0, x1, y1) in SHAPES.items():
-        rgb[y0:y1, x0:x1] = colour
-    Image.fromarray(rgb).save(path)
-    return path
-
-
-class CountingProposer:
-    """One proposal per flat colour; counts calls and the granularity asked for."""
-
-    name = "counting"
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def propose(self, image: np.ndarray, granularity: str) -> list[Proposal]:
-        self.calls.append(granularity)
-        return [Proposal(mask=np.all(image == np.array(c, dtype=np.uint8), axis=-1)) for c in SHAPES]
 
 
 @pytest.fixture
@@ -102,7 +73,7 @@ def refine_calls(result: object) -> int:
 
 def test_second_query_makes_no_proposal_and_no_labelling_call(tmp_path: Path, label_calls: list[int]) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     config = settings(tmp_path)
 
     first = segment(image, "the red shape", settings=config, proposer=proposer)
@@ -119,7 +90,7 @@ def test_second_query_makes_no_proposal_and_no_labelling_call(tmp_path: Path, la
 
 def test_counting_fake_vlm_second_query_makes_no_labelling_call(tmp_path: Path) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     config = settings(tmp_path, **{"models.vlm": CountingVLM()})
     CALLS.clear()
     first = segment(image, "the red apple", settings=config, proposer=proposer)
@@ -135,7 +106,7 @@ def test_counting_fake_vlm_second_query_makes_no_labelling_call(tmp_path: Path) 
 
 def test_other_granularity_builds_another_twin(tmp_path: Path, label_calls: list[int]) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     segment(
         image,
         "the red shape",
@@ -160,7 +131,7 @@ def test_other_granularity_builds_another_twin(tmp_path: Path, label_calls: list
 
 def test_other_perception_settings_miss_the_cache(tmp_path: Path, label_calls: list[int]) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     segment(image, "the red shape", settings=settings(tmp_path), proposer=proposer)
     segment(
         image,
@@ -181,7 +152,7 @@ def test_other_perception_settings_miss_the_cache(tmp_path: Path, label_calls: l
 )
 def test_bad_cached_twin_is_rebuilt(name: str, sql: str, tmp_path: Path, label_calls: list[int]) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     config = settings(tmp_path)
     first = segment(image, "the red shape", settings=config, proposer=proposer)
     with sqlite3.connect(tmp_path / "cache" / "cache.sqlite") as conn:
@@ -195,7 +166,7 @@ def test_bad_cached_twin_is_rebuilt(name: str, sql: str, tmp_path: Path, label_c
 
 def test_cache_disabled_always_rebuilds(tmp_path: Path, label_calls: list[int]) -> None:
     image = write_scene(tmp_path / "scene.png")
-    proposer = CountingProposer()
+    proposer = ColourProposer()
     config = settings(tmp_path, **{"cache.enabled": False})
     segment(image, "the red shape", settings=config, proposer=proposer)
     segment(image, "the blue shape", settings=config, proposer=proposer)

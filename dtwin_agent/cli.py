@@ -6,17 +6,28 @@ Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.cli_common import (
+    BaseUrlOpt,
+    CheckpointOpt,
+    ConfigOpt,
+    DeviceOpt,
+    GranularityOpt,
+    LlmOpt,
+    ModelTypeOpt,
+    PointsOpt,
+    ProposerOpt,
+    VlmOpt,
+    err,
+    handle_errors,
+    out,
+    settings_from_cli,
+)
 
 app = typer.Typer(
     name="dtwin",
@@ -27,68 +38,6 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-err = Console(stderr=True)
-out = Console()
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="dtwin.toml file (default: ./dtwin.toml)")]
-VlmOpt = Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")]
-LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM 'provider:model' or 'offline'")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")]
-ProposerOpt = Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")]
-CheckpointOpt = Annotated[str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint file")]
-ModelTypeOpt = Annotated[str | None, typer.Option("--sam-model-type", help="vit_h | vit_l | vit_b | vit_t")]
-PointsOpt = Annotated[int | None, typer.Option("--points-per-side", help="SAM grid size")]
-GranularityOpt = Annotated[str | None, typer.Option("--granularity", help="auto | group | object | part")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")]
-
-
-def fail(message: str, code: int) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Map exceptions to exit codes: InputError -> 2, anything else -> 1 (one line, no traceback)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except InputError as exc:
-            fail(str(exc), 2)
-        except DTwinError as exc:
-            fail(str(exc), 1)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-            fail(f"{type(exc).__name__}: {exc}", 1)
-
-    return wrapper
-
-
-def settings_from_cli(config: Path | None, **flags: Any) -> Settings:
-    """Resolve settings with the CLI layer built from flags (``None`` flags are not set)."""
-    keys = {
-        "vlm": "models.vlm",
-        "llm": "models.llm",
-        "base_url": "models.llm_base_url",
-        "proposer": "perception.proposer",
-        "sam_checkpoint": "perception.sam_checkpoint",
-        "sam_model_type": "perception.sam_model_type",
-        "points_per_side": "perception.points_per_side",
-        "granularity": "perception.granularity",
-        "device": "perception.device",
-        "mode": "reasoning.mode",
-        "max_steps": "reasoning.max_refine_steps",
-        "strategy": "semantics.strategy",
-    }
-    cli = {keys[name]: value for name, value in flags.items() if value is not None}
-    return resolve_settings(config_file=config, cli=cli)
-
-
 class _Progress:
     """Shows which node is running, on stderr."""
 

@@ -14,17 +14,22 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.cli_common import (
+    BaseUrlOpt,
+    ConfigOpt,
+    GranularityOpt,
+    LlmOpt,
+    ProposerOpt,
+    VlmOpt,
+    handle_errors,
+    settings_from_cli,
+)
+from dtwin_agent.cli_common import err as _err
+from dtwin_agent.errors import InputError
 
-_err = Console(stderr=True)
 _out = Console(highlight=False)
 
 HELP = "commands: /objects  /show ID  /undo  /quit  (anything else is a request)"
-
-
-def _fail(message: str, code: int) -> None:
-    _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _lines(stream: Any) -> Iterable[str]:
@@ -89,59 +94,45 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
             say(f"error: {exc}")
 
 
+@handle_errors(interrupted="interrupted (completed turns are saved)")
 def chat(
     image: Annotated[Path, typer.Argument(help="image file")],
     session: Annotated[
         str | None, typer.Option("--session", help="resume this session id (default: a new one)")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="dtwin.toml file")] = None,
-    vlm: Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")] = None,
-    llm: Annotated[str | None, typer.Option("--llm", help="LLM 'provider:model' or 'offline'")] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")
-    ] = None,
-    proposer: Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")] = None,
-    granularity: Annotated[
-        str | None, typer.Option("--granularity", help="auto | group | object | part")
-    ] = None,
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    proposer: ProposerOpt = None,
+    granularity: GranularityOpt = None,
 ) -> None:
     """Chat about IMAGE: each request is segmented; follow-ups refer to earlier answers.
 
     Each turn writes mask.png, overlay.png and result.json under <cache dir>/sessions/<id>/turn-N.
     Commands: /objects, /show ID, /undo, /quit. Resume later with --session ID.
     """
-    from dtwin_agent.cli import settings_from_cli
     from dtwin_agent.session import ChatSession
 
-    try:
-        settings = settings_from_cli(
-            config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, granularity=granularity
+    settings = settings_from_cli(
+        config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, granularity=granularity
+    )
+    with ChatSession(image, session_id=session, settings=settings) as session_obj:
+        done = len(session_obj.turns)
+        _err.print(
+            f"session {session_obj.session_id}"
+            + (f" (resumed, {done} turn(s))" if done else " (new)")
+            + f"; resume with: dtwin chat {image} --session {session_obj.session_id}",
+            highlight=False,
         )
-        with ChatSession(image, session_id=session, settings=settings) as session_obj:
-            done = len(session_obj.turns)
-            _err.print(
-                f"session {session_obj.session_id}"
-                + (f" (resumed, {done} turn(s))" if done else " (new)")
-                + f"; resume with: dtwin chat {image} --session {session_obj.session_id}",
-                highlight=False,
-            )
-            if session_obj.interrupted:
-                _err.print("the last turn was interrupted before it finished; ask it again", highlight=False)
-            _err.print(HELP, highlight=False)
-            say = lambda text: _out.print(text, markup=False, soft_wrap=True)  # noqa: E731
-            chat_loop(session_obj, _lines(sys.stdin), say)
-    except typer.Exit:
-        raise
-    except InputError as exc:
-        _fail(str(exc), 2)
-    except DTwinError as exc:
-        _fail(str(exc), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted (completed turns are saved)", 130)
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-        _fail(f"{type(exc).__name__}: {exc}", 1)
+        if session_obj.interrupted:
+            _err.print("the last turn was interrupted before it finished; ask it again", highlight=False)
+        _err.print(HELP, highlight=False)
+        say = lambda text: _out.print(text, markup=False, soft_wrap=True)  # noqa: E731
+        chat_loop(session_obj, _lines(sys.stdin), say)
 
 
+@handle_errors
 def mcp(
     http: Annotated[
         bool, typer.Option("--http", help="streamable HTTP on 127.0.0.1 instead of stdio")
@@ -150,15 +141,12 @@ def mcp(
     root: Annotated[
         list[Path] | None, typer.Option("--root", help="allowed image folder (repeatable)")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="dtwin.toml file")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Serve the segment and describe_twin tools over MCP (stdio, or --http on 127.0.0.1 only)."""
-    from dtwin_agent.cli import settings_from_cli
     from dtwin_agent.mcp_server import serve
 
     try:
         serve(http=http, port=port, roots=root or None, settings=settings_from_cli(config))
-    except InputError as exc:
-        _fail(str(exc), 2)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

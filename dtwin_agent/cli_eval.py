@@ -10,19 +10,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.cli_common import (
+    BaseUrlOpt,
+    CheckpointOpt,
+    ConfigOpt,
+    DeviceOpt,
+    LlmOpt,
+    ProposerOpt,
+    VlmOpt,
+    handle_errors,
+    settings_from_cli,
+)
+from dtwin_agent.cli_common import out as _out
+from dtwin_agent.errors import InputError
 
-_err = Console(stderr=True)
-_out = Console()
 
-
-def _fail(message: str, code: int) -> None:
-    _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
+@handle_errors(interrupted="interrupted; finished samples are saved, run the same command again to resume")
 def eval_command(
     dataset: Annotated[
         str, typer.Option("--dataset", help="reasonseg | refcoco | refcoco+ | refcocog | llmseg40k")
@@ -53,41 +57,36 @@ def eval_command(
         bool, typer.Option("--all-queries", help="ReasonSeg: every text entry, not only the first")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
-    config: Annotated[Path | None, typer.Option("--config", help="dtwin.toml file")] = None,
-    vlm: Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")] = None,
-    llm: Annotated[str | None, typer.Option("--llm", help="LLM 'provider:model' or 'offline'")] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")
-    ] = None,
-    proposer: Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")] = None,
-    sam_checkpoint: Annotated[
-        str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint file")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    proposer: ProposerOpt = None,
+    sam_checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
     mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
 ) -> None:
     """Evaluate on a benchmark: gIoU / cIoU table (paper Table 1 layout); rerun to resume."""
-    from dtwin_agent.config import resolve_settings
     from dtwin_agent.eval import rich_table, run_eval
 
+    settings = settings_from_cli(
+        config,
+        vlm=vlm,
+        llm=llm,
+        base_url=base_url,
+        proposer=proposer,
+        sam_checkpoint=sam_checkpoint,
+        device=device,
+        mode=mode,
+    )
+    options: dict[str, Any] = {}
+    if split_by is not None:
+        options["split_by"] = split_by
+    if image_dir is not None:
+        options["image_dir"] = image_dir
+    if all_queries:
+        options["all_queries"] = True
     try:
-        flags = {
-            "models.vlm": vlm,
-            "models.llm": llm,
-            "models.llm_base_url": base_url,
-            "perception.proposer": proposer,
-            "perception.sam_checkpoint": sam_checkpoint,
-            "perception.device": device,
-            "reasoning.mode": mode,
-        }
-        settings = resolve_settings(config_file=config, cli={k: v for k, v in flags.items() if v is not None})
-        options: dict[str, Any] = {}
-        if split_by is not None:
-            options["split_by"] = split_by
-        if image_dir is not None:
-            options["image_dir"] = image_dir
-        if all_queries:
-            options["all_queries"] = True
         report = run_eval(
             dataset,
             root,
@@ -102,16 +101,8 @@ def eval_command(
             dataset_options=options,
             progress=progress,
         )
-    except InputError as exc:
-        _fail(str(exc), 2)
     except TypeError as exc:  # a loader option the dataset does not take
-        _fail(f"bad option for {dataset}: {exc}", 2)
-    except DTwinError as exc:
-        _fail(str(exc), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted; finished samples are saved, run the same command again to resume", 130)
-    except Exception as exc:  # noqa: BLE001 - the command's last line of defence
-        _fail(f"{type(exc).__name__}: {exc}", 1)
+        raise InputError(f"bad option for {dataset}: {exc}") from exc
     _out.print(rich_table(report))
     _out.print(
         f"{report.n_samples} samples ({report.n_new} new, {report.n_errors} errors); "

@@ -572,3 +572,30 @@ def _run_samples(
         if bar is not None:
             bar.stop()
     return n_new
+
+
+def load_callable(spec: str) -> Any:
+    """``package.module:name`` or ``path/to/file.py:name`` -> that object (scripts pass a segment function).
+
+    Raises:
+        InputError: for a malformed spec, a missing file or a missing attribute.
+    """
+    import importlib
+    import importlib.util
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise InputError(f"expected MODULE:NAME or FILE.py:NAME, got {spec!r}")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"file not found: {path}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise InputError(f"{target} has no attribute {attr!r}") from exc

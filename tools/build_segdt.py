@@ -23,32 +23,11 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dtwin_agent.errors import DTwinError, InputError
-
-
-def load_callable(spec: str) -> Any:
-    import importlib
-    import importlib.util
-
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise InputError(f"expected MODULE:NAME or FILE.py:NAME, got {spec!r}")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise InputError(f"file not found: {path}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    if not hasattr(module, attr):
-        raise InputError(f"{target} has no attribute {attr!r}")
-    return getattr(module, attr)
+from dtwin_agent.eval import load_callable
 
 
 def _png_mask(path: Path) -> np.ndarray:

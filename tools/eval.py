@@ -14,35 +14,12 @@ OUT/results.jsonl and not segmented again.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.eval import run_eval
-
-
-def load_callable(spec: str) -> Any:
-    """``package.module:attr`` or ``path/to/file.py:attr`` -> the object."""
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise InputError(f"--segment-fn must be MODULE:NAME or FILE.py:NAME, got {spec!r}")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise InputError(f"--segment-fn file not found: {path}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise InputError(f"{target} has no attribute {attr!r}") from exc
+from dtwin_agent.eval import load_callable, run_eval
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,9 @@ class SegmentationResult(BaseModel):
             "components": self.components,
             "image": self.twin.image.model_dump(),
             "objects": [
-                {"id": o.id, "semantic": o.semantic, "spatial": o.spatial} for o in self.twin.objects if o.id in self.ids
+                {"id": o.id, "semantic": o.semantic, "spatial": o.spatial}
+                for o in self.twin.objects
+                if o.id in self.ids
             ],
         }
 
@@ -142,7 +144,9 @@ def run_graph(
 
 
 def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
-    return Context(settings=settings, proposer=proposer, cache=cache if cache is not None else open_cache(settings))
+    return Context(
+        settings=settings, proposer=proposer, cache=cache if cache is not None else open_cache(settings)
+    )
 
 
 def build_twin(

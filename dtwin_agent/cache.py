@@ -149,4 +149,6 @@ def open_cache(settings: Any) -> SqliteCache | None:
     """The cache named by ``settings.cache`` (None when caching is disabled)."""
     if not settings.cache.enabled:
         return None
-    return SqliteCache(Path(settings.cache.dir) / "cache.sqlite", max_bytes=int(settings.cache.max_mb * 2**20))
+    return SqliteCache(
+        Path(settings.cache.dir) / "cache.sqlite", max_bytes=int(settings.cache.max_mb * 2**20)
+    )

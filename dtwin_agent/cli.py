@@ -38,6 +38,8 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+
+
 class _Progress:
     """Shows which node is running, on stderr."""
 
@@ -62,8 +64,14 @@ def usage_table(usage: dict[str, Any]) -> Table:
     for col in ("stage", "calls", "retries", "input tokens", "output tokens", "seconds"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for stage, row in (usage.get("stages") or {}).items():
-        table.add_row(stage, str(row.get("calls", 0)), str(row.get("retries", 0)), str(row.get("input_tokens", 0)),
-                      str(row.get("output_tokens", 0)), f"{row.get('seconds', 0.0):.2f}")
+        table.add_row(
+            stage,
+            str(row.get("calls", 0)),
+            str(row.get("retries", 0)),
+            str(row.get("input_tokens", 0)),
+            str(row.get("output_tokens", 0)),
+            f"{row.get('seconds', 0.0):.2f}",
+        )
     return table
 
 
@@ -89,8 +97,15 @@ def twin(
     from dtwin_agent.outputs import write_twin_outputs
 
     settings = settings_from_cli(
-        config, vlm=vlm, llm=llm, proposer=proposer, sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type, points_per_side=points_per_side, granularity=granularity, device=device,
+        config,
+        vlm=vlm,
+        llm=llm,
+        proposer=proposer,
+        sam_checkpoint=sam_checkpoint,
+        sam_model_type=sam_model_type,
+        points_per_side=points_per_side,
+        granularity=granularity,
+        device=device,
     )
     rgb = load_image(image).rgb
     with err.status("building the twin..."):
@@ -119,7 +134,9 @@ def segment(
     device: DeviceOpt = None,
     mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="refinement step limit")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="brainstorm | direct | in_context")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="brainstorm | direct | in_context")
+    ] = None,
 ) -> None:
     """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json."""
     from dtwin_agent.api import segment as run_segment
@@ -127,9 +144,19 @@ def segment(
     from dtwin_agent.outputs import write_segment_outputs
 
     settings = settings_from_cli(
-        config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type, points_per_side=points_per_side, granularity=granularity, device=device,
-        mode=mode, max_steps=max_steps, strategy=strategy,
+        config,
+        vlm=vlm,
+        llm=llm,
+        base_url=base_url,
+        proposer=proposer,
+        sam_checkpoint=sam_checkpoint,
+        sam_model_type=sam_model_type,
+        points_per_side=points_per_side,
+        granularity=granularity,
+        device=device,
+        mode=mode,
+        max_steps=max_steps,
+        strategy=strategy,
     )
     rgb = load_image(image).rgb
     with err.status("segmenting..."):

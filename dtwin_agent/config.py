@@ -47,7 +47,9 @@ class ModelSettings(_Section):
     temperature: float = 0.0
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0, description="retries on rate limits, timeouts and 5xx")
-    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles each time, with jitter")
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="first retry delay; doubles each time, with jitter"
+    )
     structured_output: Literal["auto", "native", "prompt"] = Field(
         default="auto",
         description="native: the provider's structured output; prompt: JSON asked in the prompt; "
@@ -64,7 +66,9 @@ class PerceptionSettings(_Section):
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)
     points_per_batch: int = Field(default=64, ge=1)
-    pred_iou_thresh: float = Field(default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta")
+    pred_iou_thresh: float = Field(
+        default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta"
+    )
     stability_score_thresh: float = Field(default=0.95, ge=0, le=1)
     box_nms_thresh: float = Field(default=0.7, ge=0, le=1)
     min_mask_region_area: int = Field(default=0, ge=0)
@@ -73,9 +77,13 @@ class PerceptionSettings(_Section):
     policy: Literal["granularity", "sam_only"] = Field(
         default="granularity", description="sam_only: exactly SamAutomaticMaskGenerator's masks"
     )
-    max_image_side: int = Field(default=1024, ge=64, description="images are downscaled to this for proposals")
+    max_image_side: int = Field(
+        default=1024, ge=64, description="images are downscaled to this for proposals"
+    )
     max_objects: int = Field(default=200, ge=1, description="keep at most this many objects (largest first)")
-    min_area_pct: float = Field(default=0.05, ge=0, le=100, description="drop objects smaller than this % of the image")
+    min_area_pct: float = Field(
+        default=0.05, ge=0, le=100, description="drop objects smaller than this % of the image"
+    )
     granularity: Literal["auto", "group", "object", "part"] = Field(
         default="auto", description="auto: the VLM chooses (paper Eq. 1)"
     )
@@ -96,7 +104,9 @@ class SemanticSettings(_Section):
     batch_size: int = Field(default=1, ge=1, description="masks labelled per VLM call")
     concurrency: int = Field(default=4, ge=1)
     crop_padding: float = Field(default=0.15, ge=0, description="padding around the bbox, as a fraction")
-    image_max_side: int = Field(default=768, ge=64, description="images sent to the VLM are at most this large")
+    image_max_side: int = Field(
+        default=768, ge=64, description="images sent to the VLM are at most this large"
+    )
 
 
 class ReasoningSettings(_Section):

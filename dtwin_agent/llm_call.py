@@ -136,8 +136,17 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return "transient"
     if isinstance(exc, TimeoutError | ConnectionError):
         return "transient"
-    if any(key in n for n in names for key in ("ConnectionError", "ConnectError", "NetworkError",
-                                                  "RemoteProtocolError", "InternalServerError")):
+    if any(
+        key in n
+        for n in names
+        for key in (
+            "ConnectionError",
+            "ConnectError",
+            "NetworkError",
+            "RemoteProtocolError",
+            "InternalServerError",
+        )
+    ):
         return "transient"
     if any("FinishReason" in n or n == "OutputParserException" for n in names):
         return "output"
@@ -187,16 +196,19 @@ class _Retrier:
         attempts = self.retries + 1
         if kind == "auth":
             env = API_KEY_ENV.get(self.provider, "the provider's API key variable")
-            msg = (f"{where}: the API key was rejected (HTTP {status or 401}); check {env} or "
-                   f"models.*_api_key. {what}")
+            msg = (
+                f"{where}: the API key was rejected (HTTP {status or 401}); check {env} or "
+                f"models.*_api_key. {what}"
+            )
         elif kind == "transient":
             msg = f"{where} failed after {attempts} attempts (rate limit, timeout or server error): {what}"
         elif kind == "output":
             msg = f"{where}: the provider rejected the model's answer: {what}"
         else:
             msg = f"{where}: request failed{f' (HTTP {status})' if status else ''}: {what}"
-        return ProviderCallError(msg, provider=self.provider, stage=self.stage, kind=kind,
-                                 status_code=status, attempts=attempts)
+        return ProviderCallError(
+            msg, provider=self.provider, stage=self.stage, kind=kind, status_code=status, attempts=attempts
+        )
 
     def record(self, result: Any, usage: Usage | None) -> Any:
         if usage is not None:
@@ -470,8 +482,9 @@ def invoke_structured(
         call = next(flow)
         while True:
             try:
-                out = invoke_with_retry(call.runnable, call.messages, settings, stage=stage, usage=usage,
-                                        sleep=sleep, rand=rand)
+                out = invoke_with_retry(
+                    call.runnable, call.messages, settings, stage=stage, usage=usage, sleep=sleep, rand=rand
+                )
             except ProviderCallError as err:
                 call = flow.throw(err)
             else:
@@ -498,8 +511,9 @@ async def ainvoke_structured(
         call = next(flow)
         while True:
             try:
-                out = await ainvoke_with_retry(call.runnable, call.messages, settings, stage=stage,
-                                               usage=usage, sleep=sleep, rand=rand)
+                out = await ainvoke_with_retry(
+                    call.runnable, call.messages, settings, stage=stage, usage=usage, sleep=sleep, rand=rand
+                )
             except ProviderCallError as err:
                 call = flow.throw(err)
             else:

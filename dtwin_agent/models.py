@@ -115,9 +115,7 @@ def _build(
         match = re.search(r"pip install ([A-Za-z0-9_.\-\[\]]+)", str(exc))
         default = f"langchain-{provider.replace('_', '-')}"
         package = match.group(1) if match else packages.get(provider, default)
-        raise ConfigError(
-            f"{setting} = {spec!r} needs the {package} package: pip install {package}"
-        ) from exc
+        raise ConfigError(f"{setting} = {spec!r} needs the {package} package: pip install {package}") from exc
     except Exception as exc:
         if _looks_like_missing_key(exc):
             env = API_KEY_ENV.get(provider, f"{provider.upper()}_API_KEY")
@@ -169,8 +167,15 @@ def chat_model(role: Role, settings: Settings) -> BaseChatModel:
     provider = spec.strip().partition(":")[0].strip().lower().replace("-", "_")
     env_key = os.environ.get(API_KEY_ENV.get(provider, ""), "")
     models = settings.models
-    key = (role, spec.strip(), base_url, _digest(api_key), _digest(env_key), models.temperature,
-           models.timeout_s)
+    key = (
+        role,
+        spec.strip(),
+        base_url,
+        _digest(api_key),
+        _digest(env_key),
+        models.temperature,
+        models.timeout_s,
+    )
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None:

@@ -115,13 +115,20 @@ class OfflineLLM(BaseChatModel):
         return _refine(query, twin, single_shot=single)
 
     def _generate(
-        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
     ) -> ChatResult:
         text = "\n".join(m.text for m in messages if m.type in ("human", "system"))
         content = json.dumps(self._answer(text), ensure_ascii=False)
         message = AIMessage(
             content=content,
-            usage_metadata={"input_tokens": len(text) // 4, "output_tokens": len(content) // 4,
-                            "total_tokens": (len(text) + len(content)) // 4},
+            usage_metadata={
+                "input_tokens": len(text) // 4,
+                "output_tokens": len(content) // 4,
+                "total_tokens": (len(text) + len(content)) // 4,
+            },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])

@@ -292,14 +292,33 @@ _ID = re.compile(
     re.I,
 )
 _SEMANTIC_KEYS = (
-    "semantic", "semantics", "label", "description", "desc", "name", "caption", "category", "text",
+    "semantic",
+    "semantics",
+    "label",
+    "description",
+    "desc",
+    "name",
+    "caption",
+    "category",
+    "text",
 )
 _OBSERVATION_KEYS = ("observation", "observations", "brainstorm", "thinking", "thoughts", "analysis")
 _REASONING_KEYS = ("reasoning", "reason", "rationale", "explanation", "why")
 _ID_KEYS = ("id", "object_id", "obj_id", "mask_id", "region", "region_id", "index", "number", "object")
 _LIST_KEYS = (
-    "objects", "kept", "keep", "kept_objects", "selected", "selection", "regions", "results", "labels",
-    "items", "masks", "answer", "output",
+    "objects",
+    "kept",
+    "keep",
+    "kept_objects",
+    "selected",
+    "selection",
+    "regions",
+    "results",
+    "labels",
+    "items",
+    "masks",
+    "answer",
+    "output",
 )
 _IDS_KEYS = ("ids", "kept_ids", "selected_ids", "object_ids", "answer_ids", "indices")
 
@@ -445,7 +464,13 @@ _GRANULARITY_LINE = re.compile(
 )
 _REFINE_FORMAT = '{"objects": [{"id": N, "semantic": "...", "reasoning": "..."}]}'
 _GRANULARITY_KEYS = (
-    "granularity", "level", "l", "answer", "choice", "segmentation_level", "granularity_level",
+    "granularity",
+    "level",
+    "l",
+    "answer",
+    "choice",
+    "segmentation_level",
+    "granularity_level",
 )
 
 

@@ -18,9 +18,26 @@ from dtwin_agent import masks as mask_ops
 from dtwin_agent.imageio import downscale
 
 _PALETTE = np.array(
-    [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128)],
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (220, 190, 255),
+        (170, 110, 40),
+        (255, 250, 200),
+        (128, 0, 0),
+        (170, 255, 195),
+        (128, 128, 0),
+        (0, 0, 128),
+    ],
     dtype=np.uint8,
 )
 
@@ -70,7 +87,7 @@ def draw_objects(
     thickness = max(1, round(max(height, width) / 500))
     labels = []
     items = list(objects)
-    for index, (object_id, mask) in enumerate(items):
+    for object_id, mask in items:
         col = np.array(colour(object_id - 1), dtype=np.float32)
         chosen = highlight is None or object_id in highlight
         if chosen:
@@ -119,4 +136,8 @@ def image_block(rgb: np.ndarray, max_side: int = 768) -> dict[str, str]:
     small, _ = downscale(rgb, max_side)
     buf = io.BytesIO()
     Image.fromarray(small).save(buf, format="JPEG", quality=90)
-    return {"type": "image", "base64": base64.b64encode(buf.getvalue()).decode("ascii"), "mime_type": "image/jpeg"}
+    return {
+        "type": "image",
+        "base64": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "mime_type": "image/jpeg",
+    }

@@ -217,7 +217,12 @@ def answer(state: ChatState, runtime: Runtime[Context], config: RunnableConfig) 
     graph = build_graph(perception=False).compile(checkpointer=False)
     out = _invoke_inner(
         graph,
-        {"image": state["image"], "query": query, "dialogue": dialogue_for(turns, settings), "twin": state["twin"]},
+        {
+            "image": state["image"],
+            "query": query,
+            "dialogue": dialogue_for(turns, settings),
+            "twin": state["twin"],
+        },
         context,
         {"recursion_limit": limit},
     )

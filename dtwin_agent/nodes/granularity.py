@@ -49,8 +49,13 @@ def select_granularity(state: dict[str, Any], runtime: Runtime[Context]) -> dict
     spec = getattr(settings.models, role)
     messages = [SystemMessage(load_prompt("granularity.system.md")), HumanMessage(content=content)]
     result = invoke_structured(
-        chat_model(role, settings), messages, GranularityChoice,
-        parse=parse_granularity, settings=settings, usage=usage, stage="granularity",
+        chat_model(role, settings),
+        messages,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings,
+        usage=usage,
+        stage="granularity",
     )
     update |= {"usage": usage.model_dump(), "components": {"granularity": f"{role} {model_name(spec)}"}}
     if result.parsed is None:

@@ -62,9 +62,18 @@ def twin_cache_key(state: dict[str, Any], settings: Settings) -> str:
     labels were written for the first query).
     """
     perception = settings.perception.model_dump(exclude={"granularity", "device"})
-    labeller = [model_name(settings.models.vlm), settings.semantics.strategy, settings.semantics.examples_file]
+    labeller = [
+        model_name(settings.models.vlm),
+        settings.semantics.strategy,
+        settings.semantics.examples_file,
+    ]
     return content_key(
-        "twin", state["image_sha256"], perception, settings.spatial.model_dump(), state.get("granularity"), labeller
+        "twin",
+        state["image_sha256"],
+        perception,
+        settings.spatial.model_dump(),
+        state.get("granularity"),
+        labeller,
     )
 
 
@@ -81,7 +90,12 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
         cached = context.cache.get("twin", key, validate=DigitalTwin.model_validate)
         if cached is not None:
             records = [
-                {"id": o.id, "mask": o.mask.model_dump(), "predicted_iou": o.predicted_iou, "stability": o.stability}
+                {
+                    "id": o.id,
+                    "mask": o.mask.model_dump(),
+                    "predicted_iou": o.predicted_iou,
+                    "stability": o.stability,
+                }
                 for o in cached.objects
             ]
             return {
@@ -105,7 +119,10 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
     )
     usage = Usage().add("propose", calls=1, seconds=time.perf_counter() - started)
     update: dict[str, Any] = {
-        "proposals": records, "twin_key": key, "cached_twin": None, "components": {"proposer": proposer.name},
+        "proposals": records,
+        "twin_key": key,
+        "cached_twin": None,
+        "components": {"proposer": proposer.name},
         "usage": usage.model_dump(),
     }
     if not records:

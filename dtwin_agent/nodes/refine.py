@@ -33,19 +33,36 @@ def _dialogue_block(dialogue: str) -> str:
     return f"<dialogue>\n{dialogue}\n</dialogue>\n" if dialogue.strip() else ""
 
 
-def refine_messages(twin: DigitalTwin, query: str, step: int, ids: list[int],
-                    semantics: dict[int, str], reasoning: dict[int, str], dialogue: str = "") -> list[Any]:
+def refine_messages(
+    twin: DigitalTwin,
+    query: str,
+    step: int,
+    ids: list[int],
+    semantics: dict[int, str],
+    reasoning: dict[int, str],
+    dialogue: str = "",
+) -> list[Any]:
     """The messages of refinement step ``step``: system prompt, JSON(D^(step-1)), the query (and dialogue)."""
     twin_json = twin.to_prompt_json(ids=ids, semantics=semantics, reasoning=reasoning)
-    user = render_prompt("refine.user.md", query=query, step=step, previous_step=step - 1, twin_json=twin_json,
-                         dialogue_block=_dialogue_block(dialogue))
+    user = render_prompt(
+        "refine.user.md",
+        query=query,
+        step=step,
+        previous_step=step - 1,
+        twin_json=twin_json,
+        dialogue_block=_dialogue_block(dialogue),
+    )
     return [SystemMessage(load_prompt("refine.system.md")), HumanMessage(user)]
 
 
 def single_shot_messages(twin: DigitalTwin, query: str, dialogue: str = "") -> list[Any]:
     """The messages of the zero-shot Eq. 6 call."""
-    user = render_prompt("single_shot.user.md", query=query, twin_json=twin.to_prompt_json(),
-                         dialogue_block=_dialogue_block(dialogue))
+    user = render_prompt(
+        "single_shot.user.md",
+        query=query,
+        twin_json=twin.to_prompt_json(),
+        dialogue_block=_dialogue_block(dialogue),
+    )
     return [SystemMessage(load_prompt("single_shot.system.md")), HumanMessage(user)]
 
 
@@ -68,14 +85,23 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
 
     if settings.reasoning.mode == "single_shot":
         result = invoke_structured(
-            model, single_shot_messages(twin, query, dialogue), SingleShotOutput,
-            parse=lambda text: parse_single_shot(text, twin.ids), settings=settings, usage=usage, stage="refine",
+            model,
+            single_shot_messages(twin, query, dialogue),
+            SingleShotOutput,
+            parse=lambda text: parse_single_shot(text, twin.ids),
+            settings=settings,
+            usage=usage,
+            stage="refine",
         )
         update: dict[str, Any] = {"usage": usage.model_dump(), "components": component}
         if result.parsed is None:
             steps.append({"step": step, "ids": previous, "objects": {}, "report": result.report.model_dump()})
-            return update | {"steps": steps, "current_ids": previous, "stop_reason": "unparseable",
-                             "warnings": ["refine: the LLM's answer could not be parsed; no selection made"]}
+            return update | {
+                "steps": steps,
+                "current_ids": previous,
+                "stop_reason": "unparseable",
+                "warnings": ["refine: the LLM's answer could not be parsed; no selection made"],
+            }
         ids = list(result.parsed.ids)
         objects = {str(i): {"semantic": twin.get(i).semantic, "reasoning": result.parsed.reason} for i in ids}
         steps.append({"step": step, "ids": ids, "objects": objects, "report": result.report.model_dump()})
@@ -84,16 +110,26 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     semantics = _int_keys(state.get("step_semantics"))
     reasoning = _int_keys(state.get("step_reasoning"))
     result = invoke_structured(
-        model, refine_messages(twin, query, step, previous, semantics, reasoning, dialogue), RefineStepOutput,
-        parse=lambda text: parse_refine_step(text, previous), settings=settings, usage=usage, stage="refine",
+        model,
+        refine_messages(twin, query, step, previous, semantics, reasoning, dialogue),
+        RefineStepOutput,
+        parse=lambda text: parse_refine_step(text, previous),
+        settings=settings,
+        usage=usage,
+        stage="refine",
     )
     update = {"usage": usage.model_dump(), "components": component}
     warnings = []
     if result.parsed is None:
         steps.append({"step": step, "ids": previous, "objects": {}, "report": result.report.model_dump()})
-        return update | {"steps": steps, "current_ids": previous, "stop_reason": "unparseable",
-                         "warnings": [f"refine step {step}: the LLM's answer could not be parsed; "
-                                      "kept the previous step's objects"]}
+        return update | {
+            "steps": steps,
+            "current_ids": previous,
+            "stop_reason": "unparseable",
+            "warnings": [
+                f"refine step {step}: the LLM's answer could not be parsed; kept the previous step's objects"
+            ],
+        }
     if result.report.unknown_ids:
         warnings.append(f"refine step {step}: dropped unknown ids {result.report.unknown_ids}")
     kept = result.parsed.objects
@@ -110,8 +146,13 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         stop = "max_steps"
     else:
         stop = ""
-    update |= {"steps": steps, "current_ids": ids, "step_semantics": new_semantics,
-               "step_reasoning": new_reasoning, "stop_reason": stop}
+    update |= {
+        "steps": steps,
+        "current_ids": ids,
+        "step_semantics": new_semantics,
+        "step_reasoning": new_reasoning,
+        "stop_reason": stop,
+    }
     if warnings:
         update["warnings"] = warnings
     return update

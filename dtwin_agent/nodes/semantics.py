@@ -95,8 +95,11 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
         shape = small.shape[:2]
         semantics = {str(i): labeller.describe(small, mask_ops.resize_mask(m, shape)) for i, m in decoded}
         usage = Usage().add("semantics", calls=len(decoded), seconds=time.perf_counter() - started)
-        return {"semantics": semantics, "usage": usage.model_dump(),
-                "components": {"semantics": "offline labeller (colour/shape/position)"}}
+        return {
+            "semantics": semantics,
+            "usage": usage.model_dump(),
+            "components": {"semantics": "offline labeller (colour/shape/position)"},
+        }
 
     query = state.get("query", "")
     system = system_prompt(settings)
@@ -121,8 +124,13 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
         ids = [i for i, _ in batch]
         messages = batch_messages(image.rgb, batch, query, settings, system)
         result = invoke_structured(
-            model, messages, SemanticBatch,
-            parse=lambda text: parse_semantics(text, ids), settings=settings, usage=usage, stage="semantics",
+            model,
+            messages,
+            SemanticBatch,
+            parse=lambda text: parse_semantics(text, ids),
+            settings=settings,
+            usage=usage,
+            stage="semantics",
         )
         return ids, result
 

@@ -55,9 +55,9 @@ SamBuilder = Callable[[str], Any]  # checkpoint path -> Sam model, like sam_mode
 @functools.cache
 def _backend() -> Any:
     """Import torch + segment-anything once and define the classes that subclass theirs."""
-    from dtwin_agent.perception._tv_compat import torchvision_for_import
-
     import torch
+
+    from dtwin_agent.perception._tv_compat import torchvision_for_import
 
     with torchvision_for_import():
         from segment_anything import SamAutomaticMaskGenerator, SamPredictor

@@ -31,7 +31,9 @@ class ScriptedChatModel(BaseChatModel):
         answer = self.respond(list(messages))
         if isinstance(answer, BaseException):
             raise answer
-        msg = AIMessage(content=answer, usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        msg = AIMessage(
+            content=answer, usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+        )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
@@ -69,7 +71,11 @@ class StaticProposer:
 def three_box_scene(size: int = 96) -> tuple[np.ndarray, list[np.ndarray]]:
     """A grey image with a red box (left), a green box (right) and a blue box (bottom)."""
     img = np.full((size, size, 3), 200, np.uint8)
-    boxes = [((5, 5), (40, 40), (220, 30, 30)), ((55, 5), (90, 40), (30, 160, 40)), ((20, 55), (75, 90), (30, 60, 210))]
+    boxes = [
+        ((5, 5), (40, 40), (220, 30, 30)),
+        ((55, 5), (90, 40), (30, 160, 40)),
+        ((20, 55), (75, 90), (30, 60, 210)),
+    ]
     masks = []
     for (x0, y0), (x1, y1), col in boxes:
         img[y0:y1, x0:x1] = col

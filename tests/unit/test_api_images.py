@@ -15,12 +15,15 @@ FAST = {"cache.enabled": False, "perception.max_image_side": 256}
 
 def flat_scene(height: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
     img = np.full((height, width, 3), (235, 235, 225), np.uint8)
-    boxes = [(0.05, 0.1, 0.4, 0.5, (220, 30, 30)), (0.55, 0.1, 0.95, 0.45, (30, 60, 210)),
-             (0.2, 0.6, 0.8, 0.92, (30, 160, 40))]
+    boxes = [
+        (0.05, 0.1, 0.4, 0.5, (220, 30, 30)),
+        (0.55, 0.1, 0.95, 0.45, (30, 60, 210)),
+        (0.2, 0.6, 0.8, 0.92, (30, 160, 40)),
+    ]
     truths = []
     for x0, y0, x1, y1, col in boxes:
         m = np.zeros((height, width), bool)
-        m[int(y0 * height):int(y1 * height), int(x0 * width):int(x1 * width)] = True
+        m[int(y0 * height) : int(y1 * height), int(x0 * width) : int(x1 * width)] = True
         img[m] = col
         truths.append(m)
     return img, truths
@@ -50,7 +53,9 @@ def test_inputs_give_the_same_twin(tmp_path, kind):
     Image.fromarray(img).save(path)
     value = {"path": path, "pil": Image.open(path), "array": img}[kind]
     twin = build_twin(value, settings=FAST | {"cache.dir": str(tmp_path / "c")})
-    assert twin.image.sha256 == build_twin(img, settings=FAST | {"cache.dir": str(tmp_path / "c")}).image.sha256
+    assert (
+        twin.image.sha256 == build_twin(img, settings=FAST | {"cache.dir": str(tmp_path / "c")}).image.sha256
+    )
     assert len(twin.objects) >= 4  # three boxes and the background
 
 
@@ -64,8 +69,11 @@ def test_exif_rotated_photo_twin_is_in_display_orientation(tmp_path):
     assert (twin.image.width, twin.image.height) == (90, 160)
 
 
-@pytest.mark.parametrize("content, match", [(b"", "empty"), (b"GIF89a not really", "not an image|truncated|unreadable")],
-                         ids=["zero-byte", "garbage"])
+@pytest.mark.parametrize(
+    "content, match",
+    [(b"", "empty"), (b"GIF89a not really", "not an image|truncated|unreadable")],
+    ids=["zero-byte", "garbage"],
+)
 def test_bad_files_fail_before_any_model_call(tmp_path, content, match):
     path = tmp_path / "bad.png"
     path.write_bytes(content)

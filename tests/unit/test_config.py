@@ -19,7 +19,12 @@ max_refine_steps = 3
 def test_defaults_are_the_papers():
     s = Settings()
     p = s.perception
-    assert (p.points_per_side, p.pred_iou_thresh, p.stability_score_thresh, p.box_nms_thresh) == (32, 0.88, 0.95, 0.7)
+    assert (p.points_per_side, p.pred_iou_thresh, p.stability_score_thresh, p.box_nms_thresh) == (
+        32,
+        0.88,
+        0.95,
+        0.7,
+    )
     assert (p.part_iou_thresh, p.containment_thresh) == (0.85, 0.8)
     assert s.reasoning.max_refine_steps == 4 and s.semantics.strategy == "brainstorm"
 
@@ -32,10 +37,16 @@ def test_precedence_override_cli_env_file_default(tmp_path):
     assert (s.perception.points_per_side, s.models.llm) == (16, "openai:gpt-4o-mini")
     s = resolve_settings(config_file=cfg, environ=env)
     assert (s.perception.points_per_side, s.models.llm) == (20, "ollama:qwen2.5")
-    s = resolve_settings(config_file=cfg, environ=env, cli={"perception.points_per_side": 24, "models.llm": None})
+    s = resolve_settings(
+        config_file=cfg, environ=env, cli={"perception.points_per_side": 24, "models.llm": None}
+    )
     assert (s.perception.points_per_side, s.models.llm) == (24, "ollama:qwen2.5")
-    s = resolve_settings(config_file=cfg, environ=env, cli={"perception.points_per_side": 24},
-                         overrides={"perception": {"points_per_side": 8}})
+    s = resolve_settings(
+        config_file=cfg,
+        environ=env,
+        cli={"perception.points_per_side": 24},
+        overrides={"perception": {"points_per_side": 8}},
+    )
     assert s.perception.points_per_side == 8
     assert s.reasoning.max_refine_steps == 3 and s.models.vlm == "openai:gpt-4o"
 
@@ -52,7 +63,10 @@ def test_dtwin_config_env_and_cwd_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"environ": {"DTWIN_PERCEPTION__POINTS_PER_SIDE": "many"}}, "perception.points_per_side.*environment"),
+        (
+            {"environ": {"DTWIN_PERCEPTION__POINTS_PER_SIDE": "many"}},
+            "perception.points_per_side.*environment",
+        ),
         ({"overrides": {"perception.pred_iou_thresh": 2}}, "perception.pred_iou_thresh.*override"),
         ({"overrides": {"perception.no_such": 1}}, "perception.no_such"),
         ({"cli": {"reasoning.mode": "guess"}}, "reasoning.mode.*command line"),

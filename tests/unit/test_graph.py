@@ -51,8 +51,12 @@ def scene():
 def test_messages_each_node_sends(scene):
     img, _, proposer = scene
     vlm = label_vlm()
-    llm = scripted_llm(['{"objects": [{"id": 2, "semantic": "red apple, edible", "reasoning": "fruit"}]}',
-                        '{"objects": [{"id": 2, "semantic": "red apple", "reasoning": "still fruit"}]}'])
+    llm = scripted_llm(
+        [
+            '{"objects": [{"id": 2, "semantic": "red apple, edible", "reasoning": "fruit"}]}',
+            '{"objects": [{"id": 2, "semantic": "red apple", "reasoning": "still fruit"}]}',
+        ]
+    )
     result = segment(img, "something to eat", settings=settings_with(vlm, llm), proposer=proposer)
     # granularity: the VLM sees the image as a standard image content block and the query
     gran = vlm.calls[0]
@@ -81,8 +85,9 @@ def test_messages_each_node_sends(scene):
 
 def test_loop_stops_on_empty(scene):
     img, _, proposer = scene
-    llm = scripted_llm(['{"objects": [{"id": 1, "reasoning": "maybe"}, {"id": 3, "reasoning": "maybe"}]}',
-                        '{"objects": []}'])
+    llm = scripted_llm(
+        ['{"objects": [{"id": 1, "reasoning": "maybe"}, {"id": 3, "reasoning": "maybe"}]}', '{"objects": []}']
+    )
     result = segment(img, "a car", settings=settings_with(label_vlm(), llm), proposer=proposer)
     assert result.ids == [] and result.stop_reason == "empty"
     assert not result.mask.any() and "empty" in result.message
@@ -91,8 +96,13 @@ def test_loop_stops_on_empty(scene):
 
 def test_loop_stops_at_step_limit_with_monotone_ids(scene):
     img, _, proposer = scene
-    llm = scripted_llm(['{"objects": [{"id": 1}, {"id": 2}]}', '{"objects": [{"id": 1}, {"id": 9}]}',
-                        '{"objects": [{"id": 1}]}'])
+    llm = scripted_llm(
+        [
+            '{"objects": [{"id": 1}, {"id": 2}]}',
+            '{"objects": [{"id": 1}, {"id": 9}]}',
+            '{"objects": [{"id": 1}]}',
+        ]
+    )
     settings = settings_with(label_vlm(), llm, **{"reasoning.max_refine_steps": 2})
     result = segment(img, "the bowl", settings=settings, proposer=proposer)
     ids = [set(s["ids"]) for s in result.steps]
@@ -111,8 +121,13 @@ def test_ids_outside_previous_step_are_dropped(scene):
 
 def test_unparseable_answer_is_repaired_once(scene):
     img, _, proposer = scene
-    llm = scripted_llm(["I think it is the apple!", '```json\n{"objects": [{"id": 2}]}\n```',
-                        '{"objects": [{"id": 2}]} and that is final.'])
+    llm = scripted_llm(
+        [
+            "I think it is the apple!",
+            '```json\n{"objects": [{"id": 2}]}\n```',
+            '{"objects": [{"id": 2}]} and that is final.',
+        ]
+    )
     result = segment(img, "fruit", settings=settings_with(label_vlm(), llm), proposer=proposer)
     assert len(llm.calls) == 3  # bad, repaired, then the convergence step
     repair = llm.calls[1][-1].content
@@ -139,8 +154,11 @@ def test_single_shot_mode(scene):
 def test_batched_labelling_cuts_calls(scene):
     img, _, proposer = scene
     vlm = label_vlm()
-    settings = settings_with(vlm, scripted_llm(['{"objects": [{"id": 1}]}'] * 3),
-                             **{"semantics.batch_size": 3, "perception.granularity": "object"})
+    settings = settings_with(
+        vlm,
+        scripted_llm(['{"objects": [{"id": 1}]}'] * 3),
+        **{"semantics.batch_size": 3, "perception.granularity": "object"},
+    )
     twin = build_twin(img, "x", settings=settings, proposer=proposer)
     assert len(vlm.calls) == 1  # granularity fixed, three masks in one call
     images = [b for b in vlm.calls[0][-1].content if isinstance(b, dict) and b.get("type") == "image"]
@@ -154,8 +172,11 @@ def test_missing_labels_are_reported(scene):
     def respond(messages):
         return '{"objects": [{"id": 1, "semantic": "bowl"}]}'
 
-    settings = settings_with(ScriptedChatModel(respond=respond), "offline",
-                             **{"semantics.batch_size": 3, "perception.granularity": "object"})
+    settings = settings_with(
+        ScriptedChatModel(respond=respond),
+        "offline",
+        **{"semantics.batch_size": 3, "perception.granularity": "object"},
+    )
     result = segment(img, "bowl", settings=settings, proposer=proposer)
     assert result.twin.get(2).semantic == "unlabelled region"
     assert any("no usable label for object 2" in w for w in result.warnings)
@@ -169,11 +190,24 @@ def test_stream_yields_one_update_per_node(scene):
     from dtwin_agent.api import image_reference
 
     inputs = {"image": image_reference(img, settings), "query": "fruit"}
-    nodes = [next(iter(chunk)) for chunk in graph.stream(
-        inputs, context=Context(settings=settings, proposer=proposer),
-        config={"configurable": {"thread_id": "t"}}, stream_mode="updates")]
-    assert nodes == ["select_granularity", "propose_masks", "assign_semantics", "build_spatial",
-                     "refine", "refine", "finalize"]
+    nodes = [
+        next(iter(chunk))
+        for chunk in graph.stream(
+            inputs,
+            context=Context(settings=settings, proposer=proposer),
+            config={"configurable": {"thread_id": "t"}},
+            stream_mode="updates",
+        )
+    ]
+    assert nodes == [
+        "select_granularity",
+        "propose_masks",
+        "assign_semantics",
+        "build_spatial",
+        "refine",
+        "refine",
+        "finalize",
+    ]
     state = graph.get_state({"configurable": {"thread_id": "t"}}).values
     assert "twin" in state and all("counts" in p["mask"] for p in state["proposals"])
     assert not any(isinstance(v, np.ndarray) for v in state.values())
@@ -188,16 +222,25 @@ def test_rate_limit_retried_inside_graph(scene, monkeypatch):
     class RateLimitError(Exception):
         status_code = 429
 
-    answers = iter([RateLimitError("slow down"), RateLimitError("slow down"),
-                    '{"objects": [{"id": 2}]}', '{"objects": [{"id": 2}]}'])
+    answers = iter(
+        [
+            RateLimitError("slow down"),
+            RateLimitError("slow down"),
+            '{"objects": [{"id": 2}]}',
+            '{"objects": [{"id": 2}]}',
+        ]
+    )
     llm = ScriptedChatModel(respond=lambda m: next(answers))
     settings = settings_with(label_vlm(), llm, **{"models.backoff_s": 0.0})
     result = segment(img, "fruit", settings=settings, proposer=proposer)
     assert result.ids == [2] and result.usage["stages"]["refine"]["retries"] == 2
 
 
-@pytest.mark.parametrize("query, match", [("   ", "query is empty"), ("x" * 10_000, "reasoning.max_query_chars")],
-                         ids=["empty", "10k-chars"])
+@pytest.mark.parametrize(
+    "query, match",
+    [("   ", "query is empty"), ("x" * 10_000, "reasoning.max_query_chars")],
+    ids=["empty", "10k-chars"],
+)
 def test_bad_queries(scene, query, match):
     img, _, proposer = scene
     with pytest.raises(InputError, match=match):

@@ -19,7 +19,7 @@ def rgb_image(w=40, h=30):
 def test_modes_become_rgb(tmp_path, mode):
     img = Image.fromarray(rgb_image())
     if mode == "I;16":
-        img = Image.fromarray((np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50))
+        img = Image.fromarray(np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50)
         assert img.mode == "I;16"
     else:
         img = img.convert(mode)
@@ -58,7 +58,11 @@ def test_hash_depends_on_pixels_not_container(tmp_path):
     arr = rgb_image()
     Image.fromarray(arr).save(tmp_path / "a.png")
     Image.fromarray(arr).save(tmp_path / "b.bmp")
-    assert load_image(tmp_path / "a.png").sha256 == load_image(tmp_path / "b.bmp").sha256 == load_image(arr).sha256
+    assert (
+        load_image(tmp_path / "a.png").sha256
+        == load_image(tmp_path / "b.bmp").sha256
+        == load_image(arr).sha256
+    )
 
 
 def _truncated(tmp_path):
@@ -88,7 +92,8 @@ def test_bad_files_raise_one_clear_error(tmp_path, make, message):
 
 
 @pytest.mark.parametrize(
-    "value", [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8), 42],
+    "value",
+    [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8), 42],
     ids=["float", "two-channels", "empty", "int"],
 )
 def test_bad_arrays_and_types(value):

@@ -55,8 +55,9 @@ class Scripted(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         self.calls.append(list(messages))
         item = self.script.pop(0)
         if isinstance(item, Exception):
@@ -91,18 +92,30 @@ def one() -> float:
 
 
 def tool_answer(name: str, args: dict[str, Any], **usage: int) -> AIMessage:
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": "call-1"}],
-                     usage_metadata={**usage, "total_tokens": sum(usage.values())} if usage else None)
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": name, "args": args, "id": "call-1"}],
+        usage_metadata={**usage, "total_tokens": sum(usage.values())} if usage else None,
+    )
 
 
 # -- retries ----------------------------------------------------------------------------------------
 
+
 def test_rate_limit_twice_then_answer_retries_with_growing_backoff():
     model = Scripted(script=[RateLimitError("slow down"), StatusError(429), '{"granularity": "part"}'])
     sleeps, usage = Sleeps(), Usage()
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                               settings=settings(structured_output="prompt"), usage=usage,
-                               stage="granularity", sleep=sleeps, rand=one)
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        usage=usage,
+        stage="granularity",
+        sleep=sleeps,
+        rand=one,
+    )
     assert result.parsed.granularity == "part"
     assert len(model.calls) == 3
     assert sleeps == [0.5, 1.0]  # backoff_s, then doubled (jitter pinned to its maximum)
@@ -122,8 +135,15 @@ def test_unauthorized_raises_provider_error_at_once():
     model = Scripted(script=[StatusError(401, "Incorrect API key provided"), "never reached"])
     sleeps = Sleeps()
     with pytest.raises(ProviderError, match="API key was rejected") as info:
-        invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                          settings=settings(structured_output="prompt"), stage="granularity", sleep=sleeps)
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="prompt"),
+            stage="granularity",
+            sleep=sleeps,
+        )
     assert len(model.calls) == 1
     assert sleeps == []
     assert info.value.kind == "auth"
@@ -141,9 +161,16 @@ def test_timeouts_exhausted_raise_provider_error_naming_stage_and_last_error():
     model = Scripted(script=[TimeoutError("read timed out")] * 3)
     sleeps = Sleeps()
     with pytest.raises(ProviderError) as info:
-        invoke_structured(model, MESSAGES, RefineStepOutput, parse=lambda t: parse_refine_step(t, [1]),
-                          settings=settings(max_retries=2, structured_output="prompt"), stage="refine",
-                          sleep=sleeps, rand=one)
+        invoke_structured(
+            model,
+            MESSAGES,
+            RefineStepOutput,
+            parse=lambda t: parse_refine_step(t, [1]),
+            settings=settings(max_retries=2, structured_output="prompt"),
+            stage="refine",
+            sleep=sleeps,
+            rand=one,
+        )
     message = str(info.value)
     assert "(refine)" in message and "3 attempts" in message and "read timed out" in message
     assert len(model.calls) == 3
@@ -181,9 +208,23 @@ def _openai_errors() -> dict[str, tuple[Exception, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["rate_limit", "timeout", "connection", "internal_server", "bad_gateway",
-                                  "unauthorized", "bad_request", "builtin_timeout", "builtin_connection",
-                                  "named_rate_limit", "value_error", "cut_off"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "rate_limit",
+        "timeout",
+        "connection",
+        "internal_server",
+        "bad_gateway",
+        "unauthorized",
+        "bad_request",
+        "builtin_timeout",
+        "builtin_connection",
+        "named_rate_limit",
+        "value_error",
+        "cut_off",
+    ],
+)
 def test_classify_error(case):
     exc, kind = _openai_errors()[case]
     assert classify_error(exc) == kind
@@ -191,10 +232,17 @@ def test_classify_error(case):
 
 # -- parsing and the repair round-trip --------------------------------------------------------------
 
+
 def test_repair_round_trip_sends_the_bad_answer_and_the_error():
     model = Scripted(script=["I think it depends.", '{"granularity": "group", "reason": "all cups"}'])
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                               settings=settings(structured_output="prompt"), stage="granularity")
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        stage="granularity",
+    )
     assert result.parsed.granularity == "group"
     assert result.attempts == 2
     with pytest.raises(ParseError) as err:
@@ -213,8 +261,14 @@ def test_repair_round_trip_sends_the_bad_answer_and_the_error():
 
 def test_both_answers_garbage_gives_none_and_a_report_without_raising():
     model = Scripted(script=["no idea", "still no idea"])
-    result = invoke_structured(model, MESSAGES, SemanticBatch, parse=lambda t: parse_semantics(t, [1]),
-                               settings=settings(structured_output="prompt"), stage="semantics")
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        SemanticBatch,
+        parse=lambda t: parse_semantics(t, [1]),
+        settings=settings(structured_output="prompt"),
+        stage="semantics",
+    )
     assert result.parsed is None
     assert result.raw == "still no idea"
     assert result.attempts == 2
@@ -226,35 +280,63 @@ def test_parser_bug_is_contained():
         raise KeyError("oops")
 
     model = Scripted(script=["{}", "{}"])
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=broken,
-                               settings=settings(structured_output="prompt"))
+    result = invoke_structured(
+        model, MESSAGES, GranularityChoice, parse=broken, settings=settings(structured_output="prompt")
+    )
     assert result.parsed is None
 
 
 def test_answer_cut_off_by_the_provider_gets_the_repair_round_trip():
     model = Scripted(script=[LengthFinishReasonError("length"), '{"granularity": "object"}'])
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                               settings=settings(structured_output="prompt"), sleep=Sleeps())
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        sleep=Sleeps(),
+    )
     assert result.parsed.granularity == "object"
     assert result.attempts == 2
 
 
 def test_unknown_ids_reach_the_report():
     model = Scripted(script=['{"objects": [{"id": 3, "reasoning": "mug"}, {"id": 99}]}'])
-    result = invoke_structured(model, MESSAGES, RefineStepOutput, parse=lambda t: parse_refine_step(t, [3]),
-                               settings=settings(structured_output="prompt"), stage="refine")
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        RefineStepOutput,
+        parse=lambda t: parse_refine_step(t, [3]),
+        settings=settings(structured_output="prompt"),
+        stage="refine",
+    )
     assert [o.id for o in result.parsed.objects] == [3]
     assert result.report.unknown_ids == [99]
 
 
 # -- structured output modes ------------------------------------------------------------------------
 
+
 def test_native_structured_output_with_tool_calls_and_id_checks():
-    model = ToolFake(messages=iter([tool_answer("RefineStepOutput", {"objects": [{"id": 3}, {"id": 99}]},
-                                                input_tokens=40, output_tokens=6)]))
+    model = ToolFake(
+        messages=iter(
+            [
+                tool_answer(
+                    "RefineStepOutput", {"objects": [{"id": 3}, {"id": 99}]}, input_tokens=40, output_tokens=6
+                )
+            ]
+        )
+    )
     usage = Usage()
-    result = invoke_structured(model, MESSAGES, RefineStepOutput, parse=lambda t: parse_refine_step(t, [3]),
-                               settings=settings(structured_output="native"), usage=usage, stage="refine")
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        RefineStepOutput,
+        parse=lambda t: parse_refine_step(t, [3]),
+        settings=settings(structured_output="native"),
+        usage=usage,
+        stage="refine",
+    )
     assert result.mode == "native"
     assert [o.id for o in result.parsed.objects] == [3]
     assert result.report.unknown_ids == [99]
@@ -263,8 +345,13 @@ def test_native_structured_output_with_tool_calls_and_id_checks():
 
 def test_native_answer_failing_the_schema_is_parsed_from_the_raw_tool_call():
     model = ToolFake(messages=iter([tool_answer("GranularityChoice", {"granularity": "object parts"})]))
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                               settings=settings(structured_output="auto"))
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="auto"),
+    )
     assert result.mode == "native"
     assert result.parsed.granularity == "part"
     assert json.loads(result.raw) == {"granularity": "object parts"}
@@ -272,8 +359,13 @@ def test_native_answer_failing_the_schema_is_parsed_from_the_raw_tool_call():
 
 def test_auto_falls_back_to_prompt_for_models_without_structured_output():
     model = GenericFakeChatModel(messages=iter([AIMessage('```json\n{"granularity": "part"}\n```')]))
-    result = invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                               settings=settings(structured_output="auto"))
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="auto"),
+    )
     assert result.mode == "prompt"
     assert result.parsed.granularity == "part"
 
@@ -281,13 +373,24 @@ def test_auto_falls_back_to_prompt_for_models_without_structured_output():
 def test_native_without_support_is_a_config_error():
     model = GenericFakeChatModel(messages=iter([AIMessage("{}")]))
     with pytest.raises(ConfigError, match="structured_output"):
-        invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                          settings=settings(structured_output="native"))
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="native"),
+        )
 
 
 def test_auto_falls_back_to_prompt_when_the_provider_refuses_native():
-    model = Scripted(tools=True, script=[StatusError(400, "response_format json_schema unsupported"),
-                                         '{"granularity": "object"}', '{"granularity": "group"}'])
+    model = Scripted(
+        tools=True,
+        script=[
+            StatusError(400, "response_format json_schema unsupported"),
+            '{"granularity": "object"}',
+            '{"granularity": "group"}',
+        ],
+    )
     run = dict(parse=parse_granularity, settings=settings(structured_output="auto"), sleep=Sleeps())
     result = invoke_structured(model, MESSAGES, GranularityChoice, **run)
     assert (result.mode, result.parsed.granularity) == ("prompt", "object")
@@ -299,40 +402,68 @@ def test_auto_falls_back_to_prompt_when_the_provider_refuses_native():
 def test_native_mode_bad_request_raises():
     model = Scripted(tools=True, script=[StatusError(400, "unsupported")])
     with pytest.raises(ProviderCallError):
-        invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                          settings=settings(structured_output="native"), sleep=Sleeps())
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="native"),
+            sleep=Sleeps(),
+        )
 
 
 # -- async ------------------------------------------------------------------------------------------
 
+
 def test_async_variant_retries_repairs_and_records_usage():
-    model = Scripted(script=[
-        RateLimitError(),
-        AIMessage("garbage", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}),
-        AIMessage('{"objects": [{"id": 1, "semantic": "mug"}]}',
-                  usage_metadata={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}),
-    ])
+    model = Scripted(
+        script=[
+            RateLimitError(),
+            AIMessage("garbage", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}),
+            AIMessage(
+                '{"objects": [{"id": 1, "semantic": "mug"}]}',
+                usage_metadata={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
+            ),
+        ]
+    )
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
     usage = Usage()
-    result = asyncio.run(ainvoke_structured(
-        model, MESSAGES, SemanticBatch, parse=lambda t: parse_semantics(t, [1]),
-        settings=settings(structured_output="prompt"), usage=usage, stage="semantics", sleep=sleep, rand=one,
-    ))
+    result = asyncio.run(
+        ainvoke_structured(
+            model,
+            MESSAGES,
+            SemanticBatch,
+            parse=lambda t: parse_semantics(t, [1]),
+            settings=settings(structured_output="prompt"),
+            usage=usage,
+            stage="semantics",
+            sleep=sleep,
+            rand=one,
+        )
+    )
     assert result.parsed.objects[0].semantic == "mug"
     assert slept == [0.5]
     assert usage.stages["semantics"].model_dump(exclude={"seconds"}) == {
-        "calls": 2, "input_tokens": 22, "output_tokens": 7, "retries": 1}
+        "calls": 2,
+        "input_tokens": 22,
+        "output_tokens": 7,
+        "retries": 1,
+    }
 
 
 def test_async_calls_run_concurrently_under_a_semaphore():
     usage = Usage()
-    answers = [AIMessage(f'{{"objects": [{{"id": {i}, "semantic": "thing {i}"}}]}}',
-                         usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4})
-               for i in range(8)]
+    answers = [
+        AIMessage(
+            f'{{"objects": [{{"id": {i}, "semantic": "thing {i}"}}]}}',
+            usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
+        )
+        for i in range(8)
+    ]
     model = Scripted(script=answers)
 
     async def main() -> list[Any]:
@@ -341,8 +472,14 @@ def test_async_calls_run_concurrently_under_a_semaphore():
         async def one_call(i: int) -> Any:
             async with gate:
                 return await ainvoke_structured(
-                    model, MESSAGES, SemanticBatch, parse=lambda t: parse_semantics(t, range(8)),
-                    settings=settings(structured_output="prompt"), usage=usage, stage="semantics")
+                    model,
+                    MESSAGES,
+                    SemanticBatch,
+                    parse=lambda t: parse_semantics(t, range(8)),
+                    settings=settings(structured_output="prompt"),
+                    usage=usage,
+                    stage="semantics",
+                )
 
         return await asyncio.gather(*(one_call(i) for i in range(8)))
 
@@ -354,18 +491,32 @@ def test_async_calls_run_concurrently_under_a_semaphore():
 
 # -- usage ------------------------------------------------------------------------------------------
 
+
 def test_usage_sums_tokens_and_counts_missing_metadata_as_zero():
-    model = Scripted(script=[
-        AIMessage('{"granularity": "part"}', usage_metadata={"input_tokens": 10, "output_tokens": 3,
-                                                             "total_tokens": 13}),
-        AIMessage('{"granularity": "part"}'),  # no usage_metadata
-        AIMessage('{"granularity": "part"}', usage_metadata={"input_tokens": 7, "output_tokens": 2,
-                                                             "total_tokens": 9}),
-    ])
+    model = Scripted(
+        script=[
+            AIMessage(
+                '{"granularity": "part"}',
+                usage_metadata={"input_tokens": 10, "output_tokens": 3, "total_tokens": 13},
+            ),
+            AIMessage('{"granularity": "part"}'),  # no usage_metadata
+            AIMessage(
+                '{"granularity": "part"}',
+                usage_metadata={"input_tokens": 7, "output_tokens": 2, "total_tokens": 9},
+            ),
+        ]
+    )
     usage = Usage()
     for _ in range(3):
-        invoke_structured(model, MESSAGES, GranularityChoice, parse=parse_granularity,
-                          settings=settings(structured_output="prompt"), usage=usage, stage="granularity")
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="prompt"),
+            usage=usage,
+            stage="granularity",
+        )
     row = usage.stages["granularity"]
     assert (row.calls, row.input_tokens, row.output_tokens) == (3, 17, 5)
     assert row.seconds >= 0

@@ -41,8 +41,11 @@ def test_offline_gives_the_embedded_model(role, spec):
     assert type(model).__module__ == "dtwin_agent.offline_models"
 
 
-@pytest.mark.parametrize("spec", ["gpt-4o", "openai:", ":gpt-4o", "open ai:gpt-4o"],
-                         ids=["no_provider", "no_model", "empty_provider", "space_in_provider"])
+@pytest.mark.parametrize(
+    "spec",
+    ["gpt-4o", "openai:", ":gpt-4o", "open ai:gpt-4o"],
+    ids=["no_provider", "no_model", "empty_provider", "space_in_provider"],
+)
 def test_malformed_spec_is_a_config_error(spec):
     with pytest.raises(ConfigError, match=r"models\.llm .*provider:model"):
         chat_model("llm", settings(llm=spec))
@@ -76,8 +79,13 @@ def test_missing_integration_package_names_setting_and_package(monkeypatch: pyte
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("spec", "package"), [("google_genai:gemini-2.5-flash", "langchain-google-genai"),
-                                               ("mistralai:mistral-large-latest", "langchain-mistralai")])
+@pytest.mark.parametrize(
+    ("spec", "package"),
+    [
+        ("google_genai:gemini-2.5-flash", "langchain-google-genai"),
+        ("mistralai:mistral-large-latest", "langchain-mistralai"),
+    ],
+)
 def test_uninstalled_providers_name_their_package(spec, package):
     if importlib.util.find_spec(package.replace("-", "_")) is not None:
         pytest.skip(f"{package} is installed here")
@@ -96,10 +104,18 @@ def test_missing_openai_key_names_the_variable_and_the_setting():
 
 def test_openai_compatible_server_with_base_url_and_key():
     langchain_openai = pytest.importorskip("langchain_openai")
-    model = chat_model("llm", Settings(models={
-        "llm": "openai:qwen2.5-coder-1.5b", "llm_base_url": "http://127.0.0.1:8080/v1",
-        "llm_api_key": "sk-local",
-        "timeout_s": 30, "temperature": 0.2}))
+    model = chat_model(
+        "llm",
+        Settings(
+            models={
+                "llm": "openai:qwen2.5-coder-1.5b",
+                "llm_base_url": "http://127.0.0.1:8080/v1",
+                "llm_api_key": "sk-local",
+                "timeout_s": 30,
+                "temperature": 0.2,
+            }
+        ),
+    )
     assert isinstance(model, langchain_openai.ChatOpenAI)
     assert model.model_name == "qwen2.5-coder-1.5b"
     assert model.openai_api_base == "http://127.0.0.1:8080/v1"
@@ -124,8 +140,14 @@ def test_environment_key_is_used(monkeypatch: pytest.MonkeyPatch):
 
 def test_models_are_cached_per_role_spec_url_and_key():
     pytest.importorskip("langchain_openai")
-    base = {"llm": "openai:m", "vlm": "openai:m", "llm_base_url": "http://127.0.0.1:9/v1",
-            "vlm_base_url": "http://127.0.0.1:9/v1", "llm_api_key": "a", "vlm_api_key": "a"}
+    base = {
+        "llm": "openai:m",
+        "vlm": "openai:m",
+        "llm_base_url": "http://127.0.0.1:9/v1",
+        "vlm_base_url": "http://127.0.0.1:9/v1",
+        "llm_api_key": "a",
+        "vlm_api_key": "a",
+    }
     first = chat_model("llm", Settings(models=base))
     assert chat_model("llm", Settings(models=base)) is first
     assert chat_model("vlm", Settings(models=base)) is not first

@@ -44,11 +44,20 @@ class Handler(BaseHTTPRequestHandler):
         else:
             twin = json.loads(re.search(r"<digital_twin>(.*?)</digital_twin>", text, re.S).group(1))
             keep = [int(k) for k, v in twin.items() if "apple" in v["semantic"] or "pear" in v["semantic"]]
-            answer = {"objects": [{"id": i, "semantic": twin[str(i)]["semantic"], "reasoning": "fruit"} for i in keep]}
+            answer = {
+                "objects": [
+                    {"id": i, "semantic": twin[str(i)]["semantic"], "reasoning": "fruit"} for i in keep
+                ]
+            }
         content = json.dumps(answer)
         payload = {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "m"),
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         }
         data = json.dumps(payload).encode()
@@ -72,11 +81,18 @@ def server():
 
 def test_segment_through_chatopenai_base_url(server):
     img, masks = three_box_scene()
-    settings = Settings().merged({
-        "models.vlm": "openai:test-vlm", "models.vlm_base_url": server, "models.vlm_api_key": "k",
-        "models.llm": "openai:test-llm", "models.llm_base_url": server, "models.llm_api_key": "k",
-        "cache.enabled": False, "perception.max_image_side": 96,
-    })
+    settings = Settings().merged(
+        {
+            "models.vlm": "openai:test-vlm",
+            "models.vlm_base_url": server,
+            "models.vlm_api_key": "k",
+            "models.llm": "openai:test-llm",
+            "models.llm_base_url": server,
+            "models.llm_api_key": "k",
+            "cache.enabled": False,
+            "perception.max_image_side": 96,
+        }
+    )
     result = segment(img, "something to eat", settings=settings, proposer=StaticProposer(masks))
     assert result.ids == [2, 3] and result.stop_reason == "converged"
     models = [b["model"] for b in Handler.log]

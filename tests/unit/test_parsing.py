@@ -29,7 +29,7 @@ def labels(batch) -> dict[int, str]:
 EXTRACT_CASES = {
     "plain": ('{"a": 1}', {"a": 1}, False),
     "fenced_json": ('```json\n{"a": 1}\n```', {"a": 1}, False),
-    "fenced_no_language": ('```\n[1, 2]\n```', [1, 2], False),
+    "fenced_no_language": ("```\n[1, 2]\n```", [1, 2], False),
     "leading_and_trailing_prose": ('Sure! Here it is: {"a": [1, 2]} Hope this helps.', {"a": [1, 2]}, False),
     "prose_brackets_before_json": ('[note] the answer: {"a": 1}', {"a": 1}, False),
     "think_block_ignored": ('<think>maybe {"a": 0}</think>{"a": 2}', {"a": 2}, False),
@@ -39,10 +39,16 @@ EXTRACT_CASES = {
     "smart_quotes": ("{\u201ca\u201d: \u201cx\u201d}", {"a": "x"}, True),
     "apostrophe_in_prose_before_single_quotes": ("Here's it: {'a': 1}", {"a": 1}, True),
     "truncated_list_keeps_complete_objects": (
-        '{"o": [{"id": 1}, {"id": 2}, {"id": 3, "s": "ha', {"o": [{"id": 1}, {"id": 2}]}, True),
+        '{"o": [{"id": 1}, {"id": 2}, {"id": 3, "s": "ha',
+        {"o": [{"id": 1}, {"id": 2}]},
+        True,
+    ),
     "truncated_between_values": ('{"o": [{"id": 1}, {"id": 2}], ', {"o": [{"id": 1}, {"id": 2}]}, True),
     "truncated_inside_last_string": (
-        '{"g": "part", "reason": "the handle of', {"g": "part", "reason": "the handle of"}, True),
+        '{"g": "part", "reason": "the handle of',
+        {"g": "part", "reason": "the handle of"},
+        True,
+    ),
     "truncated_dangling_key": ('{"g": "part", "rea', {"g": "part"}, True),
     "truncated_in_fence": ('```json\n[{"id": 1}, {"id": 2, "s": "ab', [{"id": 1}], True),
 }
@@ -167,18 +173,28 @@ def test_granularity_from_value(value, expected):
 # -- semantics --------------------------------------------------------------------------------------
 
 SEMANTIC_CASES = {
-    "objects_list": ('{"objects": [{"id": 1, "semantic": "a red car"}, {"id": 2, "semantic": "a tree"}]}',
-                     {1: "a red car", 2: "a tree"}),
-    "bare_list": ('[{"id": 2, "semantic": "a tree"}, {"id": 1, "semantic": "a red car"}]',
-                  {1: "a red car", 2: "a tree"}),
-    "ids_as_strings": ('{"objects": [{"id": "#1", "semantic": "car"}, {"id": "object 2", "semantic": "tr"}]}',
-                       {1: "car", 2: "tr"}),
+    "objects_list": (
+        '{"objects": [{"id": 1, "semantic": "a red car"}, {"id": 2, "semantic": "a tree"}]}',
+        {1: "a red car", 2: "a tree"},
+    ),
+    "bare_list": (
+        '[{"id": 2, "semantic": "a tree"}, {"id": 1, "semantic": "a red car"}]',
+        {1: "a red car", 2: "a tree"},
+    ),
+    "ids_as_strings": (
+        '{"objects": [{"id": "#1", "semantic": "car"}, {"id": "object 2", "semantic": "tr"}]}',
+        {1: "car", 2: "tr"},
+    ),
     "mapping_id_to_text": ('{"1": "car", "2": {"semantic": "tree"}}', {1: "car", 2: "tree"}),
     "json_lines": ('{"id": 1, "semantic": "car"}\n{"id": 2, "semantic": "tree"}', {1: "car", 2: "tree"}),
-    "synonym_keys": ('[{"region": 1, "label": "car"}, {"object_id": 2, "description": "tree"}]',
-                     {1: "car", 2: "tree"}),
-    "fenced_with_prose": ('Labels:\n```json\n{"objects": [{"id": 1, "semantic": "car"}]}\n```\nOK',
-                          {1: "car"}),
+    "synonym_keys": (
+        '[{"region": 1, "label": "car"}, {"object_id": 2, "description": "tree"}]',
+        {1: "car", 2: "tree"},
+    ),
+    "fenced_with_prose": (
+        'Labels:\n```json\n{"objects": [{"id": 1, "semantic": "car"}]}\n```\nOK',
+        {1: "car"},
+    ),
     "truncated": ('{"objects": [{"id": 1, "semantic": "car"}, {"id": 2, "semantic": "tre', {1: "car"}),
 }
 
@@ -191,10 +207,16 @@ def test_parse_semantics(text, expected):
 
 
 def test_parse_semantics_unknown_and_duplicate_ids_are_dropped_and_reported():
-    text = json.dumps({"objects": [
-        {"id": 1, "semantic": "car"}, {"id": 9, "semantic": "ghost"},
-        {"id": "1", "semantic": "again"}, {"id": 2, "observation": "green, round", "semantic": "tree"},
-    ]})
+    text = json.dumps(
+        {
+            "objects": [
+                {"id": 1, "semantic": "car"},
+                {"id": 9, "semantic": "ghost"},
+                {"id": "1", "semantic": "again"},
+                {"id": 2, "observation": "green, round", "semantic": "tree"},
+            ]
+        }
+    )
     batch, report = parse_semantics(text, [1, 2])
     assert labels(batch) == {1: "car", 2: "tree"}
     assert batch.objects[1].observation == "green, round"
@@ -253,8 +275,10 @@ def test_parse_refine_step(text, expected):
 
 
 def test_parse_refine_step_fields_and_reports():
-    text = ('{"objects": [{"id": 5, "semantic": "mug", "rationale": "holds coffee"}, {"id": 42}, '
-            '{"id": "5", "reasoning": "again"}]}')
+    text = (
+        '{"objects": [{"id": 5, "semantic": "mug", "rationale": "holds coffee"}, {"id": 42}, '
+        '{"id": "5", "reasoning": "again"}]}'
+    )
     out, report = parse_refine_step(text, [3, 5, 7])
     assert [(o.id, o.semantic, o.reasoning) for o in out.objects] == [(5, "mug", "holds coffee")]
     assert report.unknown_ids == [42]
@@ -301,8 +325,9 @@ def test_parse_single_shot_reason_and_report():
     assert (report.unknown_ids, report.duplicate_ids) == ([99], [3])
 
 
-@pytest.mark.parametrize("text", ["no idea", '{"ids": [99]}', '{"reason": "x"}'],
-                         ids=["garbage", "only_unknown", "no_ids"])
+@pytest.mark.parametrize(
+    "text", ["no idea", '{"ids": [99]}', '{"reason": "x"}'], ids=["garbage", "only_unknown", "no_ids"]
+)
 def test_parse_single_shot_raises(text):
     with pytest.raises(ParseError):
         parse_single_shot(text, [3, 5, 7])

@@ -21,8 +21,13 @@ def make_twin(h=40, w=60):
     for i, m in enumerate([a, b], start=1):
         objs.append(
             TwinObject(
-                id=i, mask=masks.encode(m), bbox=masks.bbox(m), area_pct=100 * m.mean(),
-                centroid=masks.centroid(m), predicted_iou=0.9, semantic=f"thing {i}",
+                id=i,
+                mask=masks.encode(m),
+                bbox=masks.bbox(m),
+                area_pct=100 * m.mean(),
+                centroid=masks.centroid(m),
+                predicted_iou=0.9,
+                semantic=f"thing {i}",
                 relations=[Relation(target=3 - i, kind="left of" if i == 1 else "right of", distance=10.0)],
                 spatial=f"T{i}",
             )
@@ -69,7 +74,10 @@ def test_lossless_json_round_trip():
 def test_prompt_json_has_no_masks_and_follows_eq5():
     twin, _, _ = make_twin()
     data = json.loads(twin.to_prompt_json())
-    assert data == {"1": {"spatial": "T1", "semantic": "thing 1"}, "2": {"spatial": "T2", "semantic": "thing 2"}}
+    assert data == {
+        "1": {"spatial": "T1", "semantic": "thing 1"},
+        "2": {"spatial": "T2", "semantic": "thing 2"},
+    }
     step = json.loads(twin.to_prompt_json(ids=[2], semantics={2: "new"}, reasoning={2: "because"}))
     assert step == {"2": {"spatial": "T2", "semantic": "new", "reasoning": "because"}}
     assert "counts" not in twin.to_prompt_json()
@@ -85,7 +93,14 @@ def test_prompt_json_has_no_masks_and_follows_eq5():
         (lambda d: d.update(granularity="pixel"), "granularity"),
         (lambda d: d["objects"][0].update(area_pct=140), "area_pct"),
     ],
-    ids=["duplicate-id", "mask-size", "bbox-outside", "unknown-relation-target", "bad-granularity", "area>100"],
+    ids=[
+        "duplicate-id",
+        "mask-size",
+        "bbox-outside",
+        "unknown-relation-target",
+        "bad-granularity",
+        "area>100",
+    ],
 )
 def test_validation_errors_name_the_field(mutate, field):
     twin, _, _ = make_twin()

@@ -202,10 +202,12 @@ def cache_clear(config: ConfigOpt = None) -> None:
 from dtwin_agent.cli_chat import chat as chat_command  # noqa: E402
 from dtwin_agent.cli_chat import mcp as mcp_command  # noqa: E402
 from dtwin_agent.cli_eval import eval_command  # noqa: E402
+from dtwin_agent.cli_models import models_app  # noqa: E402
 
 app.command("chat")(chat_command)
 app.command("mcp")(mcp_command)
 app.command("eval")(eval_command)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:  # pragma: no cover - console entry point

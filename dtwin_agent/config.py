@@ -44,6 +44,9 @@ class ModelSettings(_Section):
     vlm_api_key: str | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = None
+    models_dir: str | None = Field(
+        default=None, description="model store folder (default $DTWIN_MODELS_DIR, else ~/.cache/dtwin/models)"
+    )
     temperature: float = 0.0
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0, description="retries on rate limits, timeouts and 5xx")
@@ -62,7 +65,9 @@ class PerceptionSettings(_Section):
 
     proposer: str = Field(default="auto", description="auto | sam | offline | a registered name")
     sam_model_type: Literal["vit_h", "vit_l", "vit_b", "vit_t"] = "vit_h"
-    sam_checkpoint: str | None = Field(default=None, description="path to a SAM checkpoint")
+    sam_checkpoint: str | None = Field(
+        default=None, description="a SAM checkpoint: a file path or a model-store name (sam_vit_h, mobile_sam...)"
+    )
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)
     points_per_batch: int = Field(default=64, ge=1)
@@ -102,6 +107,11 @@ class SemanticSettings(_Section):
     strategy: Literal["brainstorm", "direct", "in_context"] = "brainstorm"
     examples_file: str | None = Field(default=None, description="few-shot examples for in_context")
     batch_size: int = Field(default=1, ge=1, description="masks labelled per VLM call")
+    classifier: str = Field(
+        default="auto",
+        description="offline labeller's classifier: auto (efficientnet_lite0 when fetched) | none | "
+        "efficientnet_lite0 | efficientnet_lite2",
+    )
     concurrency: int = Field(default=4, ge=1)
     crop_padding: float = Field(default=0.15, ge=0, description="padding around the bbox, as a fraction")
     image_max_side: int = Field(
@@ -156,6 +166,7 @@ _SHORTCUTS = {
     "DTWIN_VLM_BASE_URL": ("models", "vlm_base_url"),
     "DTWIN_VLM_API_KEY": ("models", "vlm_api_key"),
     "DTWIN_CACHE_DIR": ("cache", "dir"),
+    "DTWIN_MODELS_DIR": ("models", "models_dir"),
 }
 
 

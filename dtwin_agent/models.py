@@ -137,11 +137,20 @@ def _digest(secret: str | None) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
 
 
+def _local(name: str, settings: Settings) -> BaseChatModel:
+    """A local GGUF model served by llama.cpp on 127.0.0.1, behind ChatOpenAI (started on first use)."""
+    from dtwin_agent.local_llm import local_chat_model
+
+    return local_chat_model(name, settings, max_tokens=1024)
+
+
 def chat_model(role: Role, settings: Settings) -> BaseChatModel:
     """The chat model playing ``role`` (``"vlm"`` or ``"llm"``) under ``settings``.
 
     A chat model instance in the settings is returned as is; ``"offline"`` (or an empty value)
-    gives the embedded offline model; a ``"provider:model"`` string is built with
+    gives the offline profile's LLM (the local Qwen model when it is fetched, else the keyword
+    matcher, see :mod:`dtwin_agent.profile`); ``"local:NAME"`` a model of the store served on
+    127.0.0.1; a ``"provider:model"`` string is built with
     ``init_chat_model`` (``base_url``, ``api_key``, ``temperature``, ``timeout``; provider
     retries off) and cached per role, spec, base URL, key and sampling settings. An ``openai:``
     model with a ``base_url`` and no key anywhere gets a placeholder key, as local servers need none.
@@ -156,7 +165,12 @@ def chat_model(role: Role, settings: Settings) -> BaseChatModel:
     if isinstance(spec, BaseChatModel):
         return spec
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", OFFLINE)):
-        return _offline(role)
+        from dtwin_agent.profile import offline_llm_name
+
+        local = offline_llm_name(settings) if role == "llm" else None
+        return _local(local, settings) if local else _offline(role)
+    if isinstance(spec, str) and spec.strip().lower().startswith("local:"):
+        return _local(spec.strip()[len("local:") :], settings)
     if not isinstance(spec, str):
         raise ConfigError(
             f"models.{role} must be a 'provider:model' string or a LangChain chat model, "

@@ -29,11 +29,16 @@ class SemanticBatch(BaseModel):
 
 
 class KeptObject(BaseModel):
-    """One object kept in D^(j), with its updated semantic S_i^(j) and reasoning R_i^(j)."""
+    """One object kept in D^(j), with its updated semantic S_i^(j) and reasoning R_i^(j).
 
+    ``reasoning`` comes first on purpose: models that write fields in schema order (JSON-schema
+    constrained decoding) then reason before they commit to an id (a local 1.5B model went from
+    4/20 to 11/20 right answers, see benchmarks/local_llm.py).
+    """
+
+    reasoning: str = ""
     id: int
     semantic: str = ""
-    reasoning: str = ""
 
 
 class RefineStepOutput(BaseModel):

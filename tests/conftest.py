@@ -16,6 +16,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
         if name.startswith("DTWIN_"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DTWIN_CACHE_DIR", str(tmp_path_factory.mktemp("dtwin-cache")))
+    # unit tests never pick up real models fetched on this machine; integration tests opt in
+    monkeypatch.setenv("DTWIN_MODELS_DIR", str(tmp_path_factory.mktemp("dtwin-models")))
 
 
 @pytest.fixture

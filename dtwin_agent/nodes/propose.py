@@ -17,8 +17,9 @@ from dtwin_agent.cache import content_key
 from dtwin_agent.config import Settings
 from dtwin_agent.context import Context
 from dtwin_agent.imageio import downscale
-from dtwin_agent.nodes.common import context_of, image_of, model_name
-from dtwin_agent.perception import get_proposer
+from dtwin_agent.nodes.common import context_of, image_of, is_offline, model_name
+from dtwin_agent.nodes.semantics import offline_labeller_name
+from dtwin_agent.perception import get_proposer, resolve_settings_for_proposer
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.twin import DigitalTwin
 from dtwin_agent.usage import Usage

@@ -35,6 +35,16 @@ from dtwin_agent.twin import RLE
 from dtwin_agent.usage import Usage
 
 
+def offline_labeller_name(settings: Settings) -> str:
+    """What the offline labeller uses: the classifier it resolves to, and the measured words."""
+    from dtwin_agent import classifier
+
+    name = settings.semantics.classifier
+    if name == "auto":
+        name = classifier.DEFAULT if classifier.available(classifier.DEFAULT, settings) else "none"
+    return "colour/shape/position" if name == "none" else f"ImageNet classifier {name} + colour/shape/position"
+
+
 def system_prompt(settings: Settings) -> str:
     """The system prompt of the chosen strategy (brainstorm / direct / in_context)."""
     strategy = settings.semantics.strategy
@@ -90,15 +100,21 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     spec = settings.models.vlm
     if is_offline(spec):
         started = time.perf_counter()
-        # colour, shape, size and position are measured on the proposer-sized copy: same words, less work
+        # measured on the proposer-sized copy: the same words and labels, far less work on huge photos
         small, _ = downscale(image.rgb, settings.perception.max_image_side)
         shape = small.shape[:2]
-        semantics = {str(i): labeller.describe(small, mask_ops.resize_mask(m, shape)) for i, m in decoded}
+        texts = labeller.describe_all(
+            small,
+            [mask_ops.resize_mask(m, shape) for _, m in decoded],
+            classifier=settings.semantics.classifier,
+            settings=settings,
+        )
+        semantics = {str(i): text for (i, _), text in zip(decoded, texts, strict=True)}
         usage = Usage().add("semantics", calls=len(decoded), seconds=time.perf_counter() - started)
         return {
             "semantics": semantics,
             "usage": usage.model_dump(),
-            "components": {"semantics": "offline labeller (colour/shape/position)"},
+            "components": {"semantics": f"offline labeller ({offline_labeller_name(settings)})"},
         }
 
     query = state.get("query", "")

@@ -35,12 +35,37 @@ def register_proposer(name: str) -> Callable[[ProposerFactory], ProposerFactory]
     return deco
 
 
-def resolve_proposer_name(settings: Settings) -> str:
-    """The proposer ``auto`` stands for: ``sam`` when a checkpoint is set, else ``offline``."""
-    name = settings.perception.proposer
+def resolve_settings_for_proposer(settings: Settings) -> Settings:
+    """Settings with ``auto`` and model-store names resolved (see :mod:`dtwin_agent.profile`).
+
+    ``auto`` becomes ``sam`` when a checkpoint is set, else ``sam`` with MobileSAM (``vit_t``) when
+    it is fetched and installed, else ``offline``. A checkpoint given as a store name
+    (``sam_vit_h``, ``mobile_sam``...) becomes its verified file, with the matching model type.
+    """
+    from dtwin_agent import store
+    from dtwin_agent.profile import MOBILE_SAM, mobile_sam_available
+
+    perception = settings.perception
+    update: dict[str, object] = {}
+    name, checkpoint = perception.proposer, perception.sam_checkpoint
     if name == "auto":
-        return "sam" if settings.perception.sam_checkpoint else "offline"
-    return name
+        if checkpoint:
+            name = "sam"
+        elif mobile_sam_available(settings):
+            name, checkpoint = "sam", MOBILE_SAM
+        else:
+            name = "offline"
+        update["perception.proposer"] = name
+    if name == "sam" and checkpoint and checkpoint in store.MODELS:
+        spec = store.MODELS[checkpoint]
+        update["perception.sam_checkpoint"] = str(store.resolve_model(checkpoint, settings))
+        update["perception.sam_model_type"] = spec.extra.get("sam_model_type", perception.sam_model_type)
+    return settings.merged(update) if update else settings
+
+
+def resolve_proposer_name(settings: Settings) -> str:
+    """The proposer ``settings`` stand for, ``auto`` resolved."""
+    return resolve_settings_for_proposer(settings).perception.proposer
 
 
 def get_proposer(settings: Settings) -> MaskProposer:
@@ -49,7 +74,8 @@ def get_proposer(settings: Settings) -> MaskProposer:
     Raises:
         ConfigError: for an unknown name.
     """
-    name = resolve_proposer_name(settings)
+    settings = resolve_settings_for_proposer(settings)
+    name = settings.perception.proposer
     if name not in PROPOSERS and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
     if name not in PROPOSERS:

@@ -13,6 +13,19 @@ the real ``import torchvision``; only when that fails does it register a tiny mo
 ``sys.modules`` providing those functions, implemented with torch, numpy and Pillow and following
 torchvision's semantics (same interpolation, same NMS order and tie-breaking). Users with a working
 torchvision always get the real one.
+
+MobileSAM (``mobilesam-mirror``, module ``mobile_sam``) imports the same four torchvision
+functions and, in ``modeling/tiny_vit_sam.py``, four timm helpers (nothing else from timm)::
+
+    from timm.models.layers import DropPath, to_2tuple, trunc_normal_
+    from timm.models.registry import register_model
+
+:func:`timm_for_import` treats timm the same way: the real ``import timm`` first; only when it
+fails, a stand-in ``timm`` / ``timm.models`` / ``timm.models.layers`` / ``timm.models.registry``
+tree is in ``sys.modules`` while MobileSAM is imported, and is taken out afterwards. Its helpers
+follow timm's code: stochastic depth (identity in eval mode or at rate 0), ``_ntuple(2)``,
+``torch.nn.init.trunc_normal_`` (what timm's ``trunc_normal_`` computes, same signature and
+defaults) and a name -> model-function registry. :func:`mobile_sam_for_import` stacks both.
 """
 
 from __future__ import annotations
@@ -24,10 +37,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ensure_torchvision", "is_stub_active", "torchvision_for_import"]
+__all__ = [
+    "ensure_timm",
+    "ensure_torchvision",
+    "is_stub_active",
+    "is_timm_stub_active",
+    "mobile_sam_for_import",
+    "timm_for_import",
+    "torchvision_for_import",
+]
 
 STUB_MARKER = "__dtwin_torchvision_stub__"
 _real_available: bool | None = None
+_real_timm_available: bool | None = None
 
 
 def is_stub_active() -> bool:
@@ -66,9 +88,7 @@ def ensure_torchvision() -> bool:
 
 def remove_stub() -> None:
     """Take the stand-in out of ``sys.modules`` (modules that imported from it keep their names)."""
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        if getattr(sys.modules[name], STUB_MARKER, False):
-            del sys.modules[name]
+    _drop_modules("torchvision", stub_only=True)
 
 
 @contextmanager
@@ -88,6 +108,81 @@ def torchvision_for_import() -> Iterator[bool]:
     finally:
         if not real:
             remove_stub()
+
+
+def _drop_modules(root: str, *, stub_only: bool) -> None:
+    for name in [n for n in sys.modules if n == root or n.startswith(root + ".")]:
+        if not stub_only or getattr(sys.modules[name], STUB_MARKER, False):
+            del sys.modules[name]
+
+
+def is_timm_stub_active() -> bool:
+    """Whether ``sys.modules["timm"]`` is this module's stand-in."""
+    module = sys.modules.get("timm")
+    return bool(module is not None and getattr(module, STUB_MARKER, False))
+
+
+def ensure_timm() -> bool:
+    """Make ``from timm.models.layers import ...`` / ``timm.models.registry`` work for MobileSAM.
+
+    Tries the real ``import timm`` once per process (call it before the torchvision stand-in is
+    registered, so that a real timm never binds the stand-in). If that fails, any half-imported
+    ``timm`` modules are removed and the stand-in tree is registered in ``sys.modules``.
+
+    Returns:
+        True when the real timm is in use, False when the stand-in is.
+    """
+    global _real_timm_available
+    if is_timm_stub_active():
+        return False
+    if _real_timm_available is None:
+        try:
+            import timm.models.layers  # noqa: F401
+            import timm.models.registry  # noqa: F401
+
+            _real_timm_available = True
+        except Exception:  # ImportError, or a broken torchvision underneath it
+            _real_timm_available = False
+    if _real_timm_available:
+        return True
+    _drop_modules("timm", stub_only=False)
+    _install_timm_stub()
+    return False
+
+
+def remove_timm_stub() -> None:
+    """Take the timm stand-in out of ``sys.modules`` (modules that imported from it keep their names)."""
+    _drop_modules("timm", stub_only=True)
+
+
+@contextmanager
+def timm_for_import() -> Iterator[bool]:
+    """Make the four timm helpers MobileSAM imports available only while it is imported.
+
+    Yields:
+        True when the real timm is in use, False when the stand-in is.
+    """
+    real = ensure_timm()
+    try:
+        yield real
+    finally:
+        if not real:
+            remove_timm_stub()
+
+
+@contextmanager
+def mobile_sam_for_import() -> Iterator[tuple[bool, bool]]:
+    """:func:`timm_for_import` and :func:`torchvision_for_import` together, for ``import mobile_sam``.
+
+    timm is tried first, so a real timm imports against the real torchvision or not at all.
+    Both stand-ins leave ``sys.modules`` afterwards: libraries that probe for timm or torchvision
+    later (transformers does) see them absent.
+
+    Yields:
+        ``(real timm, real torchvision)``.
+    """
+    with timm_for_import() as real_timm, torchvision_for_import() as real_tv:
+        yield real_timm, real_tv
 
 
 # --------------------------------------------------------------------------- module tree
@@ -328,3 +423,82 @@ def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+# --------------------------------------------------------------------------- timm (MobileSAM)
+
+
+def _install_timm_stub() -> None:
+    import torch
+
+    class DropPath(torch.nn.Module):
+        """Stochastic depth per sample, as ``timm.layers.DropPath`` (identity in eval mode)."""
+
+        def __init__(self, drop_prob: float | None = 0.0, scale_by_keep: bool = True):
+            super().__init__()
+            self.drop_prob = drop_prob
+            self.scale_by_keep = scale_by_keep
+
+        def forward(self, x: Any) -> Any:
+            return drop_path(x, self.drop_prob, self.training, self.scale_by_keep)
+
+        def extra_repr(self) -> str:
+            return "" if self.drop_prob is None else f"drop_prob={round(self.drop_prob, 3):0.3f}"
+
+    DropPath.__module__ = "timm.models.layers"
+    root = _package("timm")
+    root.__version__ = "0.0.0+dtwin.stub"
+    models = _package("timm.models")
+    layers = _package("timm.models.layers")
+    registry = _package("timm.models.registry")
+    layers.DropPath = DropPath
+    layers.drop_path = drop_path
+    layers.to_2tuple = to_2tuple
+    layers.trunc_normal_ = trunc_normal_
+    registry.register_model = register_model
+    registry.list_models = lambda: sorted(_TIMM_MODELS)
+    registry.is_model = lambda name: name in _TIMM_MODELS
+    registry.model_entrypoint = lambda name: _TIMM_MODELS[name]
+    models.layers = layers
+    models.registry = registry
+    models.register_model = register_model
+    root.models = models
+    for module in (root, models, layers, registry):
+        sys.modules[module.__name__] = module
+
+
+def drop_path(x: Any, drop_prob: float | None = 0.0, training: bool = False, scale_by_keep: bool = True) -> Any:
+    """timm's ``drop_path``: zero whole samples with probability ``drop_prob`` while training."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+    if keep_prob > 0.0 and scale_by_keep:
+        random_tensor.div_(keep_prob)
+    return x * random_tensor
+
+
+def to_2tuple(x: Any) -> tuple:
+    """timm's ``_ntuple(2)``: an iterable (not a string) as a tuple, anything else repeated twice."""
+    from collections.abc import Iterable
+
+    if isinstance(x, Iterable) and not isinstance(x, str):
+        return tuple(x)
+    return (x, x)
+
+
+def trunc_normal_(tensor: Any, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Any:
+    """Fill ``tensor`` from N(mean, std) truncated to [a, b] (timm's ``trunc_normal_``)."""
+    import torch
+
+    return torch.nn.init.trunc_normal_(tensor, mean=mean, std=std, a=a, b=b)
+
+
+_TIMM_MODELS: dict[str, Any] = {}
+
+
+def register_model(fn: Any) -> Any:
+    """timm's ``register_model`` decorator: record ``fn`` under its name and return it unchanged."""
+    _TIMM_MODELS[fn.__name__] = fn
+    return fn

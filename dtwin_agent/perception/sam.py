@@ -21,7 +21,10 @@ Pipeline for one image (``H x W x 3`` uint8):
 
 The backend (torch, segment-anything) is imported only when a :class:`SamProposer` is built;
 :func:`~dtwin_agent.perception._tv_compat.torchvision_for_import` wraps the import, so
-segment-anything imports on machines without a working torchvision.
+segment-anything imports on machines without a working torchvision; MobileSAM (``vit_t``, the
+``mobile_sam`` package) is imported under
+:func:`~dtwin_agent.perception._tv_compat.mobile_sam_for_import`, which also stands in for the four
+timm helpers it needs when timm is not installed.
 """
 
 from __future__ import annotations
@@ -215,10 +218,10 @@ def resolve_device(device: str) -> str:
 
 def _registry_builder(model_type: str) -> SamBuilder:
     if model_type == "vit_t":
-        from dtwin_agent.perception._tv_compat import torchvision_for_import
+        from dtwin_agent.perception._tv_compat import mobile_sam_for_import
 
         try:
-            with torchvision_for_import():  # the stand-in, for mobile_sam as for segment_anything
+            with mobile_sam_for_import():  # timm + torchvision stand-ins, only while importing
                 from mobile_sam import sam_model_registry as mobile_registry
         except ImportError as exc:
             raise ConfigError(

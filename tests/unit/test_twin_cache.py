@@ -27,9 +27,9 @@ def label_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = labeller.describe
 
-    def counting(rgb: np.ndarray, mask: np.ndarray) -> str:
+    def counting(rgb: np.ndarray, mask: np.ndarray, *args: object, **kwargs: object) -> str:
         calls.append(int(mask.sum()))
-        return real(rgb, mask)
+        return real(rgb, mask, *args, **kwargs)
 
     monkeypatch.setattr(labeller, "describe", counting)
     return calls

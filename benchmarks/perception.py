@@ -19,6 +19,14 @@ traced run. Stages:
 * ``json``: ``DigitalTwin(...).to_prompt_json()``.
 
 A last table times the spatial layer alone on 200 random objects.
+
+``--mobile-sam`` adds two MobileSAM tables (``vit_t``, the ``mobile_sam`` package, weights
+``mobile_sam.pt`` from the model store; skipped with a note when either is missing): seconds per
+image of everything mode + the granularity policy at points_per_side 8 / 16 / 32 on photos
+downscaled to ``--max-side`` (32 only on the first photo: minutes per image on a CPU), and proposal
+recall on synthetic scenes (fraction of ground-truth objects with a proposal at IoU >= 0.5 and
+>= 0.9) for MobileSAM (raw everything mode, ``sam_only``, and the ``object`` policy) against the
+offline proposer. Without the flag the default run stays fast.
 """
 
 from __future__ import annotations
@@ -148,7 +156,24 @@ def main(argv: list[str] | None = None) -> int:
         "--images", nargs="*", default=None, help="image files or folders (default: ../shared/images)"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the traced run (faster)")
+    parser.add_argument(
+        "--mobile-sam",
+        action="store_true",
+        help="add the MobileSAM (vit_t) timing and recall tables (minutes)",
+    )
+    parser.add_argument(
+        "--mobile-sam-sides",
+        default="8,16,32",
+        help="points_per_side values timed (the last: first photo only)",
+    )
+    parser.add_argument("--mobile-sam-photos", type=int, default=2, help="photos timed with MobileSAM")
+    parser.add_argument(
+        "--recall-side", type=int, default=16, help="MobileSAM points_per_side for the recall table"
+    )
+    parser.add_argument("--mobile-sam-only", action="store_true", help="only the MobileSAM tables")
     args = parser.parse_args(argv)
+    if args.mobile_sam_only:
+        return mobile_sam_tables(args, _sources(args)[0])
 
     settings = Settings().merged(
         {"perception.proposer": args.proposer, "perception.max_image_side": args.max_side}
@@ -156,25 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     proposer = get_proposer(settings)
     encoder = _encoder()
 
-    sources: list[tuple[str, object, list | None]] = []
-    paths = [Path(p) for p in args.images] if args.images is not None else [SHARED_IMAGES]
-    for path in paths:
-        if path.is_dir():
-            sources += [
-                (p.name, p, None) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-            ]
-        elif path.is_file():
-            sources.append((path.name, path, None))
-        else:
-            print(f"(skipping {path}: not found)")
-    for n, placement, noise, size in [
-        (4, "separate", 0.0, (640, 480)),
-        (8, "touching", 8.0, (640, 480)),
-        (12, "touching", 8.0, (1024, 768)),
-    ]:
-        scene = make_scene(n, placement=placement, noise=noise, antialias=True, width=size[0], height=size[1])
-        name = f"synthetic {n} {placement}{' noisy' if noise else ''} {size[0]}x{size[1]}"
-        sources.append((name, scene.image, scene.masks))
+    photos, scenes = _sources(args)
+    sources = photos + scenes
 
     print(
         f"proposer={proposer.name}  granularity={args.granularity}  max_side={args.max_side}  "
@@ -231,8 +239,137 @@ def main(argv: list[str] | None = None) -> int:
         tokens = len(encoder.encode(prompt)) if encoder else "-"
         print(f"| random masks (RLE in) | 200 | {side}x{side} | {best:.3f} | {len(prompt)} | {tokens} |")
 
+    if args.mobile_sam:
+        mobile_sam_tables(args, photos)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS (ru_maxrss): {rss:.0f} MB")
+    return 0
+
+
+SCENES = [
+    (4, "separate", 0.0, (640, 480)),
+    (8, "touching", 8.0, (640, 480)),
+    (12, "touching", 8.0, (1024, 768)),
+]
+
+
+def _sources(args) -> tuple[list, list]:
+    """(photos, synthetic scenes) as ``(name, source, truth masks or None)``."""
+    photos: list[tuple[str, object, list | None]] = []
+    paths = [Path(p) for p in args.images] if args.images is not None else [SHARED_IMAGES]
+    for path in paths:
+        if path.is_dir():
+            photos += [
+                (p.name, p, None) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
+        elif path.is_file():
+            photos.append((path.name, path, None))
+        else:
+            print(f"(skipping {path}: not found)")
+    scenes = []
+    for n, placement, noise, size in SCENES:
+        scene = make_scene(n, placement=placement, noise=noise, antialias=True, width=size[0], height=size[1])
+        name = f"synthetic {n} {placement}{' noisy' if noise else ''} {size[0]}x{size[1]}"
+        scenes.append((name, scene.image, scene.masks))
+    return photos, scenes
+
+
+def recall(truth: list, masks: list) -> tuple[float, float]:
+    """Fraction of ground-truth masks with a proposed mask at IoU >= 0.5 and at IoU >= 0.9."""
+    best = [max((mask_ops.iou(g, m) for m in masks), default=0.0) for g in truth]
+    return sum(b >= 0.5 for b in best) / len(truth), sum(b >= 0.9 for b in best) / len(truth)
+
+
+def mobile_sam_tables(args, photos: list) -> int:
+    """MobileSAM seconds per photo at several points_per_side, and recall vs the offline proposer."""
+    import importlib.util
+
+    from dtwin_agent import store
+
+    print("\n## MobileSAM (vit_t) on the CPU")
+    if importlib.util.find_spec("mobile_sam") is None:
+        print("(skipped: mobile_sam is not installed: pip install mobilesam-mirror)")
+        return 0
+    try:
+        checkpoint = str(store.resolve_model("mobile_sam", Settings()))
+    except Exception as exc:  # noqa: BLE001 - not fetched, or corrupt
+        print(f"(skipped: {exc})")
+        return 0
+    import torch
+
+    from dtwin_agent.perception.sam import SamProposer
+
+    def settings_for(side: int, **extra) -> Settings:
+        return Settings().merged(
+            {
+                "perception.sam_model_type": "vit_t",
+                "perception.sam_checkpoint": checkpoint,
+                "perception.points_per_side": side,
+                "perception.max_image_side": args.max_side,
+                "perception.device": "cpu",
+                **{f"perception.{k}": v for k, v in extra.items()},
+            }
+        )
+
+    t0 = time.perf_counter()
+    proposer = SamProposer(settings_for(8))
+    print(
+        f"torch threads {torch.get_num_threads()}, max_side {args.max_side}, granularity {args.granularity}; "
+        f"model load {time.perf_counter() - t0:.2f} s\n"
+    )
+    proposer.propose(np.zeros((32, 32, 3), np.uint8), args.granularity)  # warm-up
+    sides = [int(x) for x in args.mobile_sam_sides.split(",") if x.strip()]
+    print("| photo | size | points_per_side | prompts | seconds | proposals |")
+    print("|---|---|---|---|---|---|")
+    for index, (name, source, _) in enumerate(photos[: args.mobile_sam_photos]):
+        image = load_image(source)
+        small, _ = downscale(image.rgb, args.max_side)
+        small = np.ascontiguousarray(small)
+        for side in sides:
+            if side == sides[-1] and index > 0 and len(sides) > 1:
+                continue  # the largest grid on the first photo only
+            proposer = SamProposer(settings_for(side), model=proposer.model)
+            t = time.perf_counter()
+            proposals = proposer.propose(small, args.granularity)
+            seconds = time.perf_counter() - t
+            print(
+                f"| {name} | {small.shape[1]}x{small.shape[0]} | {side} | {side * side} | {seconds:.1f} "
+                f"| {len(proposals)} |",
+                flush=True,
+            )
+
+    offline = get_proposer(
+        Settings().merged({"perception.proposer": "offline", "perception.max_image_side": args.max_side})
+    )
+    side = args.recall_side
+    print(
+        f"\n| synthetic scene | objects | offline object: IoU>=.5 / >=.9 (n, s) "
+        f"| MobileSAM sam_only pps {side}: IoU>=.5 / >=.9 (n, s) "
+        f"| MobileSAM object pps {side}: IoU>=.5 / >=.9 (n, s) |"
+    )
+    print("|---|---|---|---|---|")
+    _, scenes = _sources(args)
+    for name, image, truth in scenes:
+        cells = []
+        runs = [
+            (offline, "object"),
+            (SamProposer(settings_for(side, policy="sam_only"), model=proposer.model), "object"),
+            (SamProposer(settings_for(side), model=proposer.model), "object"),
+        ]
+        for prop, granularity in runs:
+            small, _ = downscale(image, args.max_side)
+            t = time.perf_counter()
+            proposals = prop.propose(np.ascontiguousarray(small), granularity)
+            seconds = time.perf_counter() - t
+            masks = [p.mask for p in proposals]
+            if small.shape[:2] != image.shape[:2]:  # masks back to the scene's size
+                from PIL import Image
+
+                size = (image.shape[1], image.shape[0])
+                masks = [np.asarray(Image.fromarray(m).resize(size, Image.NEAREST)) for m in masks]
+            r50, r90 = recall(truth, masks)
+            cells.append(f"{r50:.2f} / {r90:.2f} ({len(proposals)}, {seconds:.1f})")
+        print(f"| {name} | {len(truth)} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

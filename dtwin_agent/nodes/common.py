@@ -66,11 +66,15 @@ def is_offline(spec: object) -> bool:
     return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", OFFLINE))
 
 
-def model_name(spec: object) -> str:
-    """A short printable name of a model setting (the offline LLM says what it is)."""
+def model_name(spec: object, settings: Settings | None = None) -> str:
+    """A short printable name of a model setting; ``"offline"`` says what it resolves to here."""
     if is_offline(spec):
         from dtwin_agent.offline_models import NAME
+        from dtwin_agent.profile import offline_llm_name
 
+        local = offline_llm_name(settings) if settings is not None else None
+        if local:
+            return f"local:{local} (offline profile)"
         return f"{NAME} (keyword matcher, not an LLM)"
     if isinstance(spec, str):
         return spec

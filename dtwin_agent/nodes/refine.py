@@ -81,7 +81,7 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     step = len(steps)
     usage = Usage()
     model = chat_model("llm", settings)
-    component = {"reasoning": f"llm {model_name(settings.models.llm)} ({settings.reasoning.mode})"}
+    component = {"reasoning": f"llm {model_name(settings.models.llm, settings)} ({settings.reasoning.mode})"}
 
     if settings.reasoning.mode == "single_shot":
         result = invoke_structured(

@@ -467,8 +467,10 @@ def _install_timm_stub() -> None:
         sys.modules[module.__name__] = module
 
 
-def drop_path(x: Any, drop_prob: float | None = 0.0, training: bool = False, scale_by_keep: bool = True) -> Any:
-    """timm's ``drop_path``: zero whole samples with probability ``drop_prob`` while training."""
+def drop_path(
+    x: Any, drop_prob: float | None = 0.0, training: bool = False, scale_by_keep: bool = True
+) -> Any:
+    """As timm's ``drop_path``: zero whole samples with probability ``drop_prob`` while training."""
     if drop_prob == 0.0 or not training:
         return x
     keep_prob = 1 - drop_prob
@@ -480,7 +482,7 @@ def drop_path(x: Any, drop_prob: float | None = 0.0, training: bool = False, sca
 
 
 def to_2tuple(x: Any) -> tuple:
-    """timm's ``_ntuple(2)``: an iterable (not a string) as a tuple, anything else repeated twice."""
+    """As timm's ``_ntuple(2)``: an iterable (not a string) as a tuple, anything else repeated twice."""
     from collections.abc import Iterable
 
     if isinstance(x, Iterable) and not isinstance(x, str):
@@ -499,6 +501,6 @@ _TIMM_MODELS: dict[str, Any] = {}
 
 
 def register_model(fn: Any) -> Any:
-    """timm's ``register_model`` decorator: record ``fn`` under its name and return it unchanged."""
+    """As timm's ``register_model`` decorator: record ``fn`` under its name and return it unchanged."""
     _TIMM_MODELS[fn.__name__] = fn
     return fn

@@ -52,6 +52,7 @@ from dtwin_agent.twin import GRANULARITIES, Granularity
 __all__ = ["SamProposer", "load_sam", "resolve_device"]
 
 MOBILE_SAM_HINT = "pip install mobilesam-mirror"
+FULL_FRAME = 0.95  # a re-prompted mask covering this much of the image is the scene, not an object
 SamBuilder = Callable[[str], Any]  # checkpoint path -> Sam model, like sam_model_registry entries
 
 
@@ -381,6 +382,10 @@ class SamProposer:
     def _largest_of_multimask(self, points: np.ndarray) -> list[Proposal]:
         """Prompt SAM with each point in multi-mask mode; keep the largest of the three masks.
 
+        Only masks whose predicted IoU passes ``pred_iou_thresh`` (theta) and that cover less than
+        :data:`FULL_FRAME` of the image compete; when none does, the best-scored partial mask is
+        kept (the largest, if all three are the whole frame).
+
         Same as ``predictor.predict(point_coords=[pt], point_labels=[1], multimask_output=True)``
         per point, batched (``batch_size`` prompts per decoder call, halved on CUDA OOM) on the
         embedding already set.
@@ -415,7 +420,15 @@ class SamProposer:
         )
         threshold = self.model.mask_threshold
         binary = logits > threshold
-        largest = binary.flatten(2).sum(-1).argmax(dim=1)  # first of equal areas
+        # the largest of the three masks among those that pass the quality filter IoU_pred > theta
+        # and are not the whole frame (a scene-level mask would swallow every object in Eq. 3);
+        # none eligible: the best-scored mask that is not the whole frame, else the largest
+        areas = binary.flatten(2).sum(-1).float()
+        partial = areas < FULL_FRAME * binary.shape[-1] * binary.shape[-2]
+        passing = (ious > self.settings.perception.pred_iou_thresh) & partial
+        fallback = torch.where(partial, -1.0 + ious.float() / 10.0, -2.0 + areas / areas.max().clamp(min=1.0))
+        score = torch.where(passing, areas, fallback)
+        largest = score.argmax(dim=1)  # first of equal areas
         rows = torch.arange(len(chunk), device=logits.device)
         chosen_logits = logits[rows, largest]
         stability = self._stability(chosen_logits, threshold, self.generator.stability_score_offset)

@@ -22,7 +22,8 @@ from dtwin_agent.perception import _tv_compat
 from dtwin_agent.perception.sam import SamProposer, _registry_builder
 
 needs_mobile_sam = pytest.mark.skipif(
-    importlib.util.find_spec("mobile_sam") is None, reason="mobile_sam is not installed (pip install mobilesam-mirror)"
+    importlib.util.find_spec("mobile_sam") is None,
+    reason="mobile_sam is not installed (pip install mobilesam-mirror)",
 )
 
 
@@ -52,7 +53,11 @@ def test_timm_stand_in_provides_what_mobile_sam_imports() -> None:
         from timm.models.layers import DropPath, to_2tuple, trunc_normal_
         from timm.models.registry import register_model
 
-        assert to_2tuple(1024) == (1024, 1024) and to_2tuple([3, 4]) == (3, 4) and to_2tuple("ab") == ("ab", "ab")
+        assert (
+            to_2tuple(1024) == (1024, 1024)
+            and to_2tuple([3, 4]) == (3, 4)
+            and to_2tuple("ab") == ("ab", "ab")
+        )
         x = torch.ones(8, 3, 4)
         layer = DropPath(0.5)
         assert layer.eval()(x) is x  # identity in eval mode

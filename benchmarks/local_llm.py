@@ -239,7 +239,9 @@ def main() -> None:
         NEUTRAL_FORMAT = '{"objects": [{"reasoning": "...", "id": <an id from the twin>, "semantic": "..."}]}'
     rows = []
     for name in args.models.split(","):
-        rows += run_model(name, args.n, args.threads, [m for m in args.modes.split(",") if m not in ("", "none")], args.dump)
+        rows += run_model(
+            name, args.n, args.threads, [m for m in args.modes.split(",") if m not in ("", "none")], args.dump
+        )
     print()
     print(
         f"threads={args.threads}; refine prompt (step 1) on {args.n} synthetic twins of 5 objects, one answer each"
@@ -249,7 +251,9 @@ def main() -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        mode = {"json_schema": f"json_schema ({SCHEMA} schema)", "prompt": "prompt only"}.get(r["mode"], "speed only")
+        mode = {"json_schema": f"json_schema ({SCHEMA} schema)", "prompt": "prompt only"}.get(
+            r["mode"], "speed only"
+        )
         print(f"| {r['model']} | {mode} | {r['valid']}/{r['n']} | {r['right']}/{r['n']} | {r['hit']}/{r['n']} | {r['s_per_query']:.1f} "
               f"| {r['out_tok']:.0f} | {r['decode_tps']:.1f} | {r['prompt_tps']:.1f} | {r['load_s']:.1f} "
               f"| {r['rss_mb']:.0f} |")  # fmt: skip

@@ -66,7 +66,8 @@ class PerceptionSettings(_Section):
     proposer: str = Field(default="auto", description="auto | sam | offline | a registered name")
     sam_model_type: Literal["vit_h", "vit_l", "vit_b", "vit_t"] = "vit_h"
     sam_checkpoint: str | None = Field(
-        default=None, description="a SAM checkpoint: a file path or a model-store name (sam_vit_h, mobile_sam...)"
+        default=None,
+        description="a SAM checkpoint: a file path or a model-store name (sam_vit_h, mobile_sam...)",
     )
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)

@@ -57,7 +57,10 @@ def select_granularity(state: dict[str, Any], runtime: Runtime[Context]) -> dict
         usage=usage,
         stage="granularity",
     )
-    update |= {"usage": usage.model_dump(), "components": {"granularity": f"{role} {model_name(spec, settings)}"}}
+    update |= {
+        "usage": usage.model_dump(),
+        "components": {"granularity": f"{role} {model_name(spec, settings)}"},
+    }
     if result.parsed is None:
         return update | {
             "granularity": "object",

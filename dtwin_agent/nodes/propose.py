@@ -62,9 +62,11 @@ def twin_cache_key(state: dict[str, Any], settings: Settings) -> str:
     The query is not part of the key: a follow-up query on the same image reuses the twin (its
     labels were written for the first query).
     """
-    perception = settings.perception.model_dump(exclude={"granularity", "device"})
+    # "auto" proposer and store names resolved: fetching MobileSAM later must not reuse old twins
+    perception = resolve_settings_for_proposer(settings).perception.model_dump(exclude={"granularity", "device"})
+    vlm = settings.models.vlm
     labeller = [
-        model_name(settings.models.vlm),
+        offline_labeller_name(settings) if is_offline(vlm) else model_name(vlm),
         settings.semantics.strategy,
         settings.semantics.examples_file,
     ]

@@ -42,7 +42,9 @@ def offline_labeller_name(settings: Settings) -> str:
     name = settings.semantics.classifier
     if name == "auto":
         name = classifier.DEFAULT if classifier.available(classifier.DEFAULT, settings) else "none"
-    return "colour/shape/position" if name == "none" else f"ImageNet classifier {name} + colour/shape/position"
+    return (
+        "colour/shape/position" if name == "none" else f"ImageNet classifier {name} + colour/shape/position"
+    )
 
 
 def system_prompt(settings: Settings) -> str:

@@ -309,6 +309,7 @@ class SamProposer:
         self._torch = backend.torch
         self._stability = backend.calculate_stability_score
         p = self.settings.perception
+        self.name = "sam (MobileSAM vit_t)" if p.sam_model_type == "vit_t" else f"sam ({p.sam_model_type})"
         if model is None:
             device = resolve_device(p.device)
             model = load_sam(p.sam_model_type, p.sam_checkpoint, builder=builder).to(device)

@@ -383,9 +383,8 @@ class SamProposer:
     def _largest_of_multimask(self, points: np.ndarray) -> list[Proposal]:
         """Prompt SAM with each point in multi-mask mode; keep the largest of the three masks.
 
-        Only masks whose predicted IoU passes ``pred_iou_thresh`` (theta) and that cover less than
-        :data:`FULL_FRAME` of the image compete; when none does, the best-scored partial mask is
-        kept (the largest, if all three are the whole frame).
+        Masks that are neither empty nor cover :data:`FULL_FRAME` of the image win over those that
+        are, and among them the ones whose predicted IoU passes ``pred_iou_thresh`` (theta) win.
 
         Same as ``predictor.predict(point_coords=[pt], point_labels=[1], multimask_output=True)``
         per point, batched (``batch_size`` prompts per decoder call, halved on CUDA OOM) on the
@@ -421,14 +420,14 @@ class SamProposer:
         )
         threshold = self.model.mask_threshold
         binary = logits > threshold
-        # the largest of the three masks among those that pass the quality filter IoU_pred > theta
-        # and are not the whole frame (a scene-level mask would swallow every object in Eq. 3);
-        # none eligible: the best-scored mask that is not the whole frame, else the largest
+        # the largest of the three masks, preferring those that are neither empty nor the whole frame
+        # (a scene-level mask would swallow every object through Eq. 3) and, among those, the ones
+        # passing the quality filter IoU_pred > theta
         areas = binary.flatten(2).sum(-1).float()
-        partial = areas < FULL_FRAME * binary.shape[-1] * binary.shape[-2]
-        passing = (ious > self.settings.perception.pred_iou_thresh) & partial
-        fallback = torch.where(partial, -1.0 + ious.float() / 10.0, -2.0 + areas / areas.max().clamp(min=1.0))
-        score = torch.where(passing, areas, fallback)
+        total = float(binary.shape[-1] * binary.shape[-2])
+        eligible = (areas > 0) & (areas < FULL_FRAME * total)
+        passing = eligible & (ious > self.settings.perception.pred_iou_thresh)
+        score = areas + total * eligible.float() + total * passing.float()
         largest = score.argmax(dim=1)  # first of equal areas
         rows = torch.arange(len(chunk), device=logits.device)
         chosen_logits = logits[rows, largest]

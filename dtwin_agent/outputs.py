@@ -72,3 +72,21 @@ def write_segment_outputs(out_dir: str | Path, result: Any, rgb: np.ndarray) -> 
         "overlay": write_png(out / "overlay.png", twin_overlay(rgb, result.twin, highlight=set(result.ids))),
         "result": write_json(out / "result.json", result.summary()),
     }
+
+
+def answer_text(ids: list[int], objects: dict[str, dict[str, str]], message: str) -> str:
+    """One line for a person or a calling model: the chosen objects and why, or why none.
+
+    Args:
+        ids: the chosen ids.
+        objects: the last step's ``{id: {"semantic", "reasoning"}}``.
+        message: the run's one-line summary (used when nothing was chosen).
+    """
+    if not ids:
+        return f"No object in the image answers the query ({message})."
+    parts = []
+    for object_id in ids:
+        entry = objects.get(str(object_id), {})
+        why = entry.get("reasoning", "")
+        parts.append(f"#{object_id} {entry.get('semantic', '')}" + (f" ({why})" if why else ""))
+    return f"Chose {len(ids)} object(s): " + "; ".join(parts)

@@ -31,6 +31,7 @@ from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.context import Context
 from dtwin_agent.errors import InputError
 from dtwin_agent.graph import build_graph
+from dtwin_agent.outputs import answer_text
 from dtwin_agent.twin import RLE, DigitalTwin
 
 MAX_DIALOGUE_TURNS = 6
@@ -253,7 +254,7 @@ def answer(state: ChatState, runtime: Runtime[Context], config: RunnableConfig) 
     files = write_segment_outputs(
         turn_dir(settings, _thread_id(config), number), result, load_image(state["image"]).rgb
     )
-    content = turn_text(ids, objects, out.get("message", ""))
+    content = answer_text(ids, objects, out.get("message", ""))
     new_messages: list[AnyMessage] = []
     if (state.get("query") or "").strip():
         human = HumanMessage(content=query, id=str(uuid.uuid4()))
@@ -301,18 +302,6 @@ class _TurnResult:
             "warnings": self.warnings,
             "image": self.twin.image.model_dump(),
         }
-
-
-def turn_text(ids: list[int], objects: dict[str, dict[str, str]], message: str) -> str:
-    """The assistant's reply: which objects were chosen and why (or why none)."""
-    if not ids:
-        return f"No object answers that ({message})."
-    parts = []
-    for object_id in ids:
-        entry = objects.get(str(object_id), {})
-        why = entry.get("reasoning", "")
-        parts.append(f"#{object_id} {entry.get('semantic', '')}" + (f" - {why}" if why else ""))
-    return f"Chose {len(ids)} object(s): " + "; ".join(parts)
 
 
 def build_chat_graph() -> StateGraph:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.outputs import answer_text
 
 
 class SegmentArgs(BaseModel):
@@ -226,7 +227,7 @@ class DTwinSegmentTool(BaseTool):
             "session_id": None,
             "message": result.message,
         }
-        return content_text(result.ids, objects, result.message), artifact
+        return answer_text(result.ids, objects, result.message), artifact
 
     def _session_turn(self, path: Path, query: str, session_id: str) -> tuple[str, dict[str, Any]]:
         from dtwin_agent.session import ChatSession
@@ -245,16 +246,6 @@ class DTwinSegmentTool(BaseTool):
             "turn": turn["turn"],
             "message": turn["message"],
         }
-        return content_text(turn["ids"], turn["objects"], turn["message"]), artifact
+        return answer_text(turn["ids"], turn["objects"], turn["message"]), artifact
 
 
-def content_text(ids: list[int], objects: dict[str, dict[str, str]], message: str) -> str:
-    """The short text the calling model reads: the chosen objects and why, or why none."""
-    if not ids:
-        return f"No object in the image answers the query ({message})."
-    parts = []
-    for object_id in ids:
-        entry = objects.get(str(object_id), {})
-        why = entry.get("reasoning", "")
-        parts.append(f"#{object_id} {entry.get('semantic', '')}" + (f" ({why})" if why else ""))
-    return f"Chose {len(ids)} object(s): " + "; ".join(parts)

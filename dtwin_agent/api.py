@@ -91,13 +91,9 @@ def image_reference(image: ImageLike, settings: Settings) -> str:
     Raises:
         ImageError: if the image cannot be read (checked here, before any model is called).
     """
-    from dtwin_agent.nodes.common import remember_image
-
     loaded = load_image(image)
     if isinstance(image, (str, Path)):
-        path = str(Path(image).resolve())
-        remember_image(path, loaded)
-        return path
+        return str(Path(image).resolve())
     folder = Path(settings.cache.dir) / "images"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{loaded.sha256}.png"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +99,47 @@ def _open_path(path: Path) -> Image.Image:
     return img
 
 
+_DECODED: OrderedDict[tuple[str, int, int], LoadedImage] = OrderedDict()
+_MAX_DECODED = 4
+_DECODED_LOCK = threading.Lock()
+
+
+def _file_version(path: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
 def load_image(image: ImageLike) -> LoadedImage:
     """Decode ``image`` (a path, a PIL image or an ``H x W x 3`` uint8 array) into RGB.
+
+    The last few files decoded are kept per file version (path, mtime, size), so the API, the graph
+    nodes and the output writers decode a photo once per run; their pixels are read-only.
 
     Raises:
         ImageError: for missing, empty, truncated, non-image or malformed input.
     """
+    if isinstance(image, (str, os.PathLike)):
+        version = _file_version(Path(image))
+        with _DECODED_LOCK:
+            hit = _DECODED.get(version) if version else None
+            if hit is not None:
+                _DECODED.move_to_end(version)
+                return hit
+        loaded = _decode(image)
+        if version is not None:
+            loaded.rgb.flags.writeable = False
+            with _DECODED_LOCK:
+                _DECODED[version] = loaded
+                while len(_DECODED) > _MAX_DECODED:
+                    _DECODED.popitem(last=False)
+        return loaded
+    return _decode(image)
+
+
+def _decode(image: ImageLike) -> LoadedImage:
     if isinstance(image, np.ndarray):
         rgb, source = _from_array(image), "array"
     elif isinstance(image, Image.Image):

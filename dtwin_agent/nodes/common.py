@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
-
 from langgraph.runtime import Runtime
 
 from dtwin_agent.config import OFFLINE, Settings
@@ -27,38 +24,9 @@ def context_of(runtime: Runtime[Context] | None) -> Context:
     return Context()
 
 
-_IMAGES: OrderedDict[tuple[str, int, int], LoadedImage] = OrderedDict()
-_MAX_IMAGES = 4
-
-
-def _file_key(path: str) -> tuple[str, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
-
-
-def remember_image(path: str, image: LoadedImage) -> None:
-    """Keep an already-decoded image for the nodes (the API decodes it once to validate it)."""
-    key = _file_key(path)
-    if key is not None:
-        _IMAGES[key] = image
-        _IMAGES.move_to_end(key)
-        while len(_IMAGES) > _MAX_IMAGES:
-            _IMAGES.popitem(last=False)
-
-
 def image_of(state: dict) -> LoadedImage:
-    """Decode the state's image reference (decoded images are kept per file version)."""
-    path = state["image"]
-    key = _file_key(path)
-    if key is None:
-        return load_image(path)  # raises ImageError with a clear message
-    if key not in _IMAGES:
-        remember_image(path, load_image(path))
-    _IMAGES.move_to_end(key)
-    return _IMAGES[key]
+    """Decode the state's image reference (``load_image`` keeps it per file version)."""
+    return load_image(state["image"])
 
 
 def is_offline(spec: object) -> bool:

@@ -80,8 +80,7 @@ def ensure_torchvision() -> bool:
             _real_available = False
     if _real_available:
         return True
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        del sys.modules[name]
+    _drop_modules("torchvision", stub_only=False)
     _install_stub()
     return False
 

@@ -1,6 +1,6 @@
 """Local LLMs for the offline profile: speed, memory and JSON validity on the refinement prompt.
 
-For each GGUF model from the store it starts the xllamacpp server (dtwin_agent.local_llm), then:
+For each GGUF model from the store it starts the xllamacpp server (dtwin_agent.offline.local_llm), then:
 - decode / prompt speed from llama.cpp's own timings (one 128-token answer);
 - peak RSS of the server process (VmHWM);
 - the real refinement prompt (prompts/refine.*.md) on N synthetic digital twins with one known
@@ -27,9 +27,10 @@ from pathlib import Path
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from dtwin_agent import local_llm, store
-from dtwin_agent.prompts import load_prompt, render_prompt
-from dtwin_agent.schemas import RefineStepOutput
+from dtwin_agent.llm.prompts import load_prompt, render_prompt
+from dtwin_agent.llm.schemas import RefineStepOutput
+from dtwin_agent.offline import local_llm
+from dtwin_agent.weights import store
 
 MAX_TOKENS = 1024
 N_CTX = 8192  # the same key for ensure_server and local_chat_model: one server per model

@@ -9,13 +9,13 @@ synthetic scenes it prints one markdown table row: objects found, seconds per st
 JSON(D) in characters and in cl100k_base tokens, and the peak Python heap (tracemalloc) of a second,
 traced run. Stages:
 
-* ``load``: decode the file (``dtwin_agent.imageio.load_image``);
+* ``load``: decode the file (``dtwin_agent.images.load_image``);
 * ``propose``: downscale to ``--max-side`` and run the proposer (for the offline proposer the
   ``overseg`` / ``merge`` columns split this: merging is its granularity policy);
 * ``records``: masks back to the original size, filtered, COCO RLE encoded (the pipeline's
   ``proposals_to_records``);
 * ``label``: the offline labeller's S_i text (no VLM), so that JSON(D) has realistic size;
-* ``spatial``: ``dtwin_agent.spatial.build_spatial`` (polygons, relations, T_i);
+* ``spatial``: ``dtwin_agent.spatial.relations.build_spatial`` (polygons, relations, T_i);
 * ``json``: ``DigitalTwin(...).to_prompt_json()``.
 
 A last table times the spatial layer alone on 200 random objects.
@@ -41,16 +41,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers.synthetic import make_scene, random_masks  # noqa: E402
 
 from dtwin_agent import masks as mask_ops  # noqa: E402
 from dtwin_agent.config import Settings  # noqa: E402
-from dtwin_agent.imageio import downscale, load_image, pixel_hash  # noqa: E402
-from dtwin_agent.labeller import describe  # noqa: E402
-from dtwin_agent.nodes.propose import proposals_to_records  # noqa: E402
+from dtwin_agent.graph.nodes.propose import proposals_to_records  # noqa: E402
+from dtwin_agent.images import downscale, load_image, pixel_hash  # noqa: E402
+from dtwin_agent.offline.labeller import describe  # noqa: E402
 from dtwin_agent.perception import get_proposer  # noqa: E402
-from dtwin_agent.spatial import build_spatial  # noqa: E402
-from dtwin_agent.synthetic import make_scene, random_masks  # noqa: E402
+from dtwin_agent.spatial.relations import build_spatial  # noqa: E402
 from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject  # noqa: E402
 
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -284,7 +285,7 @@ def mobile_sam_tables(args, photos: list) -> int:
     """MobileSAM seconds per photo at several points_per_side, and recall vs the offline proposer."""
     import importlib.util
 
-    from dtwin_agent import store
+    from dtwin_agent.weights import store
 
     print("\n## MobileSAM (vit_t) on the CPU")
     if importlib.util.find_spec("mobile_sam") is None:

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from dtwin_agent import masks as mask_ops
 from dtwin_agent.cache import open_cache
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.context import Context
 from dtwin_agent.errors import InputError
 from dtwin_agent.graph import build_graph
-from dtwin_agent.imageio import ImageLike, load_image
+from dtwin_agent.graph.context import Context
+from dtwin_agent.images import ImageLike, load_image
 from dtwin_agent.twin import RLE, DigitalTwin
 
 ProgressFn = Callable[[str, dict[str, Any]], None]

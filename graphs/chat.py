@@ -5,7 +5,7 @@ First turn: ``{"image": "<path on the server>", "messages": [{"role": "user", "c
 server's checkpointer keeps the session; the twin is built once per thread.
 """
 
-from dtwin_agent.session import build_chat_graph
+from dtwin_agent.integrations.chat import build_chat_graph
 
 graph = build_chat_graph().compile()
 graph.name = "dtwin-chat"

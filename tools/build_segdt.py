@@ -8,7 +8,7 @@ reasoning path (the paper's annotators did); this tool does not pretend to. Trai
 skeletons until their status is "annotated".
 
 Inputs, either
-    --dataset reasonseg --root data/ReasonSeg --split train      (any dtwin_agent.datasets loader)
+    --dataset reasonseg --root data/ReasonSeg --split train      (any dtwin_agent.evaluation.datasets loader)
 or
     --manifest items.jsonl    lines {"id": "...", "image": "a.jpg", "query": "...", "mask": "a_mask.png",
                               "ignore": "a_ignore.png" (optional)}; masks are PNGs, non-zero = foreground
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.eval import load_callable
+from dtwin_agent.evaluation.runner import load_callable
 
 
 def _png_mask(path: Path) -> np.ndarray:
@@ -59,7 +59,7 @@ def manifest_items(path: Path) -> Iterator[tuple[str, Path, str, np.ndarray, np.
 def dataset_items(
     name: str, root: Path, split: str
 ) -> Iterator[tuple[str, Path, str, np.ndarray, np.ndarray | None, dict]]:
-    from dtwin_agent.datasets import load_dataset
+    from dtwin_agent.evaluation.datasets import load_dataset
 
     for s in load_dataset(name, root, split):
         yield s.sample_id, s.image_path, s.query, s.gt_mask, s.ignore_mask, dict(s.meta)

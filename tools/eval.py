@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.eval import load_callable, run_eval
+from dtwin_agent.evaluation.runner import load_callable, run_eval
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,14 +36,14 @@ def register_proposer(name: str) -> Callable[[ProposerFactory], ProposerFactory]
 
 
 def resolve_settings_for_proposer(settings: Settings) -> Settings:
-    """Settings with ``auto`` and model-store names resolved (see :mod:`dtwin_agent.profile`).
+    """Settings with ``auto`` and model-store names resolved (see :mod:`dtwin_agent.offline.profile`).
 
     ``auto`` becomes ``sam`` when a checkpoint is set, else ``sam`` with MobileSAM (``vit_t``) when
     it is fetched and installed, else ``offline``. A checkpoint given as a store name
     (``sam_vit_h``, ``mobile_sam``...) becomes its verified file, with the matching model type.
     """
-    from dtwin_agent import store
-    from dtwin_agent.profile import MOBILE_SAM, mobile_sam_available
+    from dtwin_agent.offline.profile import MOBILE_SAM, mobile_sam_available
+    from dtwin_agent.weights import store
 
     perception = settings.perception
     update: dict[str, object] = {}

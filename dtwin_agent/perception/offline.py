@@ -47,7 +47,7 @@ not guaranteed to be, since each runs its own merge.
 The background: the region that covers most of the image border (a wall, the sky, a table, the
 plain backdrop of a synthetic scene) is a real region and is **kept** as an object like any other.
 Queries can name it ("the wall behind the man"), and the spatial layer relates objects to it
-("inside 1"). It gets the largest area, so :func:`~dtwin_agent.nodes.propose.proposals_to_records`
+("inside 1"). It gets the largest area, so :func:`~dtwin_agent.graph.nodes.propose.proposals_to_records`
 numbers it first when it is the largest region.
 
 Scores (SAM's fields, filled with analogues):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from dtwin_agent import store
+from dtwin_agent.weights import store
 
 pytestmark = pytest.mark.integration
 
@@ -55,9 +55,9 @@ def test_local_llm_answers_the_refinement_prompt_through_chatopenai():
     """The whole refinement call path on the real local LLM: ChatOpenAI + json_schema structured output."""
     need(LLM)
     need_package("xllamacpp")
-    from dtwin_agent import local_llm
-    from dtwin_agent.prompts import load_prompt, render_prompt
-    from dtwin_agent.schemas import RefineStepOutput
+    from dtwin_agent.llm.prompts import load_prompt, render_prompt
+    from dtwin_agent.llm.schemas import RefineStepOutput
+    from dtwin_agent.offline import local_llm
 
     llm = local_llm.local_chat_model(LLM, SETTINGS, max_tokens=300)
     assert llm.openai_api_base.startswith("http://127.0.0.1:")
@@ -85,8 +85,8 @@ def test_local_llm_answers_the_refinement_prompt_through_chatopenai():
 
 
 def test_local_llm_reports_a_missing_model_clearly(tmp_path):
-    from dtwin_agent import local_llm
     from dtwin_agent.errors import ConfigError
+    from dtwin_agent.offline import local_llm
 
     empty = SimpleNamespace(models=SimpleNamespace(models_dir=str(tmp_path)))
     with pytest.raises(ConfigError, match="dtwin models fetch"):
@@ -98,7 +98,7 @@ def test_classifier_names_the_dog_in_a_photo(shared_image):
     need_package("efficientnet_lite_pytorch")
     from PIL import Image
 
-    from dtwin_agent import classifier
+    from dtwin_agent.offline import classifier
 
     rgb = np.asarray(Image.open(shared_image("dog_with_horn.jpg")).convert("RGB"))
     model = classifier.load("efficientnet_lite0", SETTINGS)
@@ -112,7 +112,7 @@ def test_offline_labeller_writes_classifier_labels_into_s_i(shared_image):
     need_package("efficientnet_lite_pytorch")
     from PIL import Image
 
-    from dtwin_agent import labeller
+    from dtwin_agent.offline import labeller
 
     rgb = np.asarray(Image.open(shared_image("dog_with_horn.jpg")).convert("RGB"))
     whole = np.ones(rgb.shape[:2], bool)
@@ -129,8 +129,8 @@ def test_offline_labeller_writes_classifier_labels_into_s_i(shared_image):
 
 def test_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_path):
     need_package("xllamacpp")
-    from dtwin_agent import local_llm
     from dtwin_agent.errors import ProviderError
+    from dtwin_agent.offline import local_llm
 
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\0" * 1024)

@@ -10,12 +10,12 @@ import importlib.util
 import os
 
 import pytest
-from _scenes import write_scene
+from helpers.scenes import write_scene
 
-from dtwin_agent import store
 from dtwin_agent.api import segment
 from dtwin_agent.config import resolve_settings
-from dtwin_agent.profile import LOCAL_LLM
+from dtwin_agent.offline.profile import LOCAL_LLM
+from dtwin_agent.weights import store
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dtwin_agent import store
 from dtwin_agent.config import Settings
+from dtwin_agent.weights import store
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def mobile_sam_checkpoint() -> str:
 
 
 def test_mobile_sam_weights_segment_the_dog_photo(shared_image) -> None:
-    from dtwin_agent.imageio import downscale, load_image
+    from dtwin_agent.images import downscale, load_image
     from dtwin_agent.perception.sam import SamProposer
 
     checkpoint = mobile_sam_checkpoint()

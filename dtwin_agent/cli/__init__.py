@@ -1,0 +1,35 @@
+"""The ``dtwin`` command line: one module per command group, each translating options into library calls.
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from dtwin_agent.cli.cache import cache_app
+from dtwin_agent.cli.chat import chat
+from dtwin_agent.cli.eval import eval_command
+from dtwin_agent.cli.mcp import mcp
+from dtwin_agent.cli.models import models_app
+from dtwin_agent.cli.segment import segment, twin
+
+app = typer.Typer(
+    name="dtwin",
+    help="Reasoning segmentation with digital twin representations (DTwinSeger).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("twin")(twin)
+app.command("segment")(segment)
+app.command("chat")(chat)
+app.command("mcp")(mcp)
+app.command("eval")(eval_command)
+app.add_typer(models_app, name="models")
+app.add_typer(cache_app, name="cache")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Run the app."""
+    app()

@@ -1,0 +1,37 @@
+"""``dtwin cache info|clear``: the twin and label cache."""
+
+from __future__ import annotations
+
+import typer
+
+from dtwin_agent.cli._common import ConfigOpt, handle_errors, out, settings_from_cli
+
+cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True)
+
+
+@cache_app.command("info")
+@handle_errors
+def cache_info(config: ConfigOpt = None) -> None:
+    """Show where the cache is and what it holds."""
+    from dtwin_agent.cache import open_cache
+
+    cache = open_cache(settings_from_cli(config))
+    if cache is None:
+        out.print("cache disabled (cache.enabled = false)")
+        return
+    info = cache.info()
+    out.print(f"path: {info['path']}")
+    out.print(f"size: {info['bytes'] / 2**20:.2f} MiB of {info['max_bytes'] / 2**20:.0f} MiB")
+    for namespace, row in sorted(info["namespaces"].items()):
+        out.print(f"{namespace}: {row['entries']} entries, {row['bytes'] / 2**20:.2f} MiB")
+
+
+@cache_app.command("clear")
+@handle_errors
+def cache_clear(config: ConfigOpt = None) -> None:
+    """Delete every cached entry."""
+    from dtwin_agent.cache import open_cache
+
+    cache = open_cache(settings_from_cli(config))
+    removed = cache.clear() if cache is not None else 0
+    out.print(f"removed {removed} entries")

@@ -1,0 +1,132 @@
+"""``dtwin chat`` and ``dtwin mcp``: translate options into library calls, nothing more.
+
+Registered by :mod:`dtwin_agent.cli` as ``app.command("chat")(chat)`` and ``app.command("mcp")(mcp)``.
+Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from dtwin_agent.cli._common import (
+    BaseUrlOpt,
+    ConfigOpt,
+    GranularityOpt,
+    LlmOpt,
+    ProposerOpt,
+    VlmOpt,
+    handle_errors,
+    settings_from_cli,
+)
+from dtwin_agent.cli._common import err as _err
+from dtwin_agent.errors import InputError
+
+_out = Console(highlight=False)
+
+HELP = "commands: /objects  /show ID  /undo  /quit  (anything else is a request)"
+
+
+def _lines(stream: Any) -> Iterable[str]:
+    while True:
+        if stream.isatty():
+            try:
+                line = input("you> ")
+            except EOFError:
+                return
+        else:
+            line = stream.readline()
+            if not line:
+                return
+            _out.print(f"you> {line.rstrip()}", markup=False, soft_wrap=True)
+        yield line.strip()
+
+
+def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> None:
+    """Read requests and commands until ``/quit`` or the end of input.
+
+    Args:
+        chat: a :class:`~dtwin_agent.integrations.chat.ChatSession`.
+        lines: the user's lines.
+        say: prints one reply.
+
+    """
+    for line in lines:
+        if not line:
+            continue
+        command, _, arg = line.partition(" ")
+        try:
+            if command in ("/quit", "/exit", "/q"):
+                break
+            if command == "/help":
+                say(HELP)
+            elif command == "/objects":
+                rows = chat.objects()
+                say(
+                    "\n".join(
+                        f"#{o['id']} {o['semantic']} ({o['area_pct']:.1f}% of the image): {o['spatial']}"
+                        for o in rows
+                    )
+                    or "no objects yet: ask something first"
+                )
+            elif command == "/show":
+                if not arg.strip().lstrip("#").isdigit():
+                    say("usage: /show ID  (an object number from /objects)")
+                    continue
+                say(f"object #{arg.strip().lstrip('#')}: {chat.show(int(arg.strip().lstrip('#')))}")
+            elif command == "/undo":
+                removed = chat.undo()
+                say(f"undid turn {removed['turn']} ({removed['query']!r})" if removed else "nothing to undo")
+            elif command.startswith("/"):
+                say(f"unknown command {command}; {HELP}")
+            else:
+                turn = chat.ask(line)
+                from dtwin_agent.outputs.files import answer_text
+
+                say(f"dtwin> {answer_text(turn['ids'], turn['objects'], turn['message'])}")
+                say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")
+        except InputError as exc:
+            say(f"error: {exc}")
+
+
+@handle_errors(interrupted="interrupted (completed turns are saved)")
+def chat(
+    image: Annotated[Path, typer.Argument(help="image file")],
+    session: Annotated[
+        str | None, typer.Option("--session", help="resume this session id (default: a new one)")
+    ] = None,
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    proposer: ProposerOpt = None,
+    granularity: GranularityOpt = None,
+) -> None:
+    """Chat about IMAGE: each request is segmented; follow-ups refer to earlier answers.
+
+    Each turn writes mask.png, overlay.png and result.json under <cache dir>/sessions/<id>/turn-N.
+    Commands: /objects, /show ID, /undo, /quit. Resume later with --session ID.
+    """
+    from dtwin_agent.integrations.chat import ChatSession
+
+    settings = settings_from_cli(
+        config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, granularity=granularity
+    )
+    with ChatSession(image, session_id=session, settings=settings) as session_obj:
+        done = len(session_obj.turns)
+        _err.print(
+            f"session {session_obj.session_id}"
+            + (f" (resumed, {done} turn(s))" if done else " (new)")
+            + f"; resume with: dtwin chat {image} --session {session_obj.session_id}",
+            highlight=False,
+        )
+        if session_obj.interrupted:
+            _err.print("the last turn was interrupted before it finished; ask it again", highlight=False)
+        _err.print(HELP, highlight=False)
+        say = lambda text: _out.print(text, markup=False, soft_wrap=True)  # noqa: E731
+        chat_loop(session_obj, _lines(sys.stdin), say)

@@ -1,0 +1,111 @@
+"""``dtwin eval``: translate options into :func:`dtwin_agent.evaluation.runner.run_eval`, nothing more.
+
+Registered by :mod:`dtwin_agent.cli` as ``app.command("eval")(eval_command)``. Exit codes: 0 success,
+2 bad input (one line on stderr), 1 any other failure, 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dtwin_agent.cli._common import (
+    BaseUrlOpt,
+    CheckpointOpt,
+    ConfigOpt,
+    DeviceOpt,
+    LlmOpt,
+    ProposerOpt,
+    VlmOpt,
+    handle_errors,
+    settings_from_cli,
+)
+from dtwin_agent.cli._common import out as _out
+from dtwin_agent.errors import InputError
+
+
+@handle_errors(interrupted="interrupted; finished samples are saved, run the same command again to resume")
+def eval_command(
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="reasonseg | refcoco | refcoco+ | refcocog | llmseg40k")
+    ],
+    root: Annotated[Path, typer.Option("--root", help="the dataset folder (docs/evaluation.md)")],
+    split: Annotated[str, typer.Option("--split", help="a split, comma-separated splits, or 'all'")] = "val",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="results folder (default eval_out/DATASET); reused to resume")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="samples segmented at once")] = 1,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N samples per split")] = None,
+    empty_rule: Annotated[
+        str, typer.Option("--empty-rule", help="lisa: empty prediction on empty truth scores 1; strict: 0")
+    ] = "lisa",
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="segment failed samples again")
+    ] = False,
+    method: Annotated[
+        str, typer.Option("--method", help="row label of the table")
+    ] = "DTwinSeger (dtwin-agent)",
+    split_by: Annotated[
+        str | None, typer.Option("--split-by", help="RefCOCO family: unc | umd | google")
+    ] = None,
+    image_dir: Annotated[
+        Path | None, typer.Option("--image-dir", help="RefCOCO family: COCO train2014")
+    ] = None,
+    all_queries: Annotated[
+        bool, typer.Option("--all-queries", help="ReasonSeg: every text entry, not only the first")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+    config: ConfigOpt = None,
+    vlm: VlmOpt = None,
+    llm: LlmOpt = None,
+    base_url: BaseUrlOpt = None,
+    proposer: ProposerOpt = None,
+    sam_checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
+) -> None:
+    """Evaluate on a benchmark: gIoU / cIoU table (paper Table 1 layout); rerun to resume."""
+    from dtwin_agent.evaluation.runner import rich_table, run_eval
+
+    settings = settings_from_cli(
+        config,
+        vlm=vlm,
+        llm=llm,
+        base_url=base_url,
+        proposer=proposer,
+        sam_checkpoint=sam_checkpoint,
+        device=device,
+        mode=mode,
+    )
+    options: dict[str, Any] = {}
+    if split_by is not None:
+        options["split_by"] = split_by
+    if image_dir is not None:
+        options["image_dir"] = image_dir
+    if all_queries:
+        options["all_queries"] = True
+    try:
+        report = run_eval(
+            dataset,
+            root,
+            split,
+            out_dir=out_dir or Path("eval_out") / dataset.lower(),
+            settings=settings,
+            concurrency=concurrency,
+            limit=limit,
+            empty_rule=empty_rule,  # type: ignore[arg-type]
+            retry_errors=retry_errors,
+            method=method,
+            dataset_options=options,
+            progress=progress,
+        )
+    except TypeError as exc:  # a loader option the dataset does not take
+        raise InputError(f"bad option for {dataset}: {exc}") from exc
+    _out.print(rich_table(report))
+    _out.print(
+        f"{report.n_samples} samples ({report.n_new} new, {report.n_errors} errors); "
+        f"table: {Path(report.results_path).parent / 'summary.md'}",
+        highlight=False,
+    )

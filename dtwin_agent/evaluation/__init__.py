@@ -1,0 +1,1 @@
+"""Evaluation: dataset loaders, gIoU / cIoU exactly as LISA computes them, the resumable runner."""

@@ -1,0 +1,5 @@
+"""The LangGraph state machine: state, context, nodes (one module each) and the builder."""
+
+from dtwin_agent.graph.builder import PERCEPTION_NODES, build_graph
+
+__all__ = ["PERCEPTION_NODES", "build_graph"]

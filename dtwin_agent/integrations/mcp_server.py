@@ -1,0 +1,141 @@
+"""The MCP server (``dtwin mcp``): the segmentation tool for any MCP client.
+
+Tools:
+
+- ``segment(image_path, query, session_id=None)``: the same arguments and answer as the LangChain
+  tool (:class:`~dtwin_agent.integrations.tool.DTwinSegmentTool`). Content: the short text, then the mask as a
+  PNG image (L mode, 0/255, original size); structured content: ids, mask RLE, file paths, twin id.
+- ``describe_twin(image_path)``: the twin's objects (id, semantic, spatial text, bbox, area %).
+
+Errors come back as tool results with ``is_error`` set and a hint, never as a crash. Transports:
+stdio (default) and streamable HTTP bound to 127.0.0.1 only.
+
+Run as ``dtwin mcp`` or ``python -m dtwin_agent.integrations.mcp_server [--http] [--port N] [--root DIR]...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import ToolException
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+
+from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.integrations.tool import DTwinSegmentTool
+
+HOST = "127.0.0.1"
+INSTRUCTIONS = (
+    "Reasoning segmentation over an image's digital twin. Call `segment` with an image path and a "
+    "request (explicit or implicit, e.g. 'what would I cut bread with?'); reuse `session_id` for "
+    "follow-ups about the same image. `describe_twin` lists the numbered objects."
+)
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def build_server(
+    tool: DTwinSegmentTool | None = None,
+    *,
+    settings: Settings | None = None,
+    roots: Sequence[str | Path] | None = None,
+) -> MCPServer:
+    """An MCP server exposing ``segment`` and ``describe_twin``.
+
+    Args:
+        tool: the LangChain tool doing the work (its settings, cache and roots apply).
+        settings: used when ``tool`` is None (default: resolved from file and environment).
+        roots: allowed image folders when ``tool`` is None (default: the working directory).
+
+    """
+    if tool is None:
+        tool = DTwinSegmentTool(
+            settings=settings or resolve_settings(),
+            allowed_roots=[Path(r) for r in roots] if roots else [Path.cwd()],
+        )
+    server = MCPServer(name="dtwin", instructions=INSTRUCTIONS)
+    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+    @server.tool(
+        name="segment",
+        description=tool.description,
+        annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True, open_world_hint=False),
+    )
+    def segment(image_path: str, query: str, session_id: str | None = None) -> CallToolResult:
+        """Segment what the query asks for; the mask comes back as a PNG image and as RLE.
+
+        Args:
+            image_path: path of the image file (inside the allowed folders).
+            query: what to segment, in plain words; may be implicit.
+            session_id: reuse for follow-up questions about the same image.
+
+        """
+        try:
+            content, artifact = tool.segment_image(image_path, query, session_id)
+        except ToolException as exc:
+            return _error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must still reach the client as an answer
+            return _error(f"internal error in segment: {type(exc).__name__}: {exc}")
+        png = Path(artifact["files"]["mask"]).read_bytes()
+        return CallToolResult(
+            content=[
+                TextContent(type="text", text=content),
+                ImageContent(type="image", data=base64.b64encode(png).decode("ascii"), mime_type="image/png"),
+            ],
+            structured_content=artifact,
+        )
+
+    @server.tool(name="describe_twin", annotations=read_only)
+    def describe_twin(image_path: str) -> CallToolResult:
+        """List the numbered objects of an image's digital twin: what each is and where.
+
+        Args:
+            image_path: path of the image file (inside the allowed folders).
+
+        """
+        try:
+            described: dict[str, Any] = tool.describe_twin(image_path)
+        except ToolException as exc:
+            return _error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must still reach the client as an answer
+            return _error(f"internal error in describe_twin: {type(exc).__name__}: {exc}")
+        lines = [f"#{o['id']} {o['semantic']}: {o['spatial']}" for o in described["objects"]]
+        text = f"{len(lines)} objects ({described['granularity']} level)\n" + "\n".join(lines)
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=described)
+
+    return server
+
+
+def serve(
+    *,
+    http: bool = False,
+    port: int = 8765,
+    roots: Sequence[str | Path] | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Run the server: stdio, or streamable HTTP on ``127.0.0.1:port`` (path ``/mcp``)."""
+    server = build_server(settings=settings, roots=roots)
+    if http:
+        server.run("streamable-http", host=HOST, port=port)
+    else:
+        server.run("stdio")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m dtwin_agent.integrations.mcp_server``: the same options as ``dtwin mcp``."""
+    parser = argparse.ArgumentParser(prog="dtwin-mcp", description=__doc__.splitlines()[0])
+    parser.add_argument("--http", action="store_true", help="streamable HTTP on 127.0.0.1 instead of stdio")
+    parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    parser.add_argument("--root", action="append", default=None, help="allowed image folder (repeatable)")
+    args = parser.parse_args(argv)
+    serve(http=args.http, port=args.port, roots=args.root)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,249 @@
+"""The LangChain tool other agents call: ``DTwinSegmentTool``.
+
+Content for the calling model is one short text naming the chosen objects and why; the artifact
+carries the heavy data (ids, mask RLE, file paths, twin id). Image paths are confined to allowed
+roots (default: the working directory); paths outside them, symlinks escaping them and files over
+the size limit are refused with a :class:`ToolException` the agent can act on. With a
+``session_id`` the query is one turn of a chat session (:mod:`dtwin_agent.integrations.chat`), so a
+follow-up ("only the one on the left") is read against the earlier answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool, ToolException
+from pydantic import BaseModel, ConfigDict, Field
+
+from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.outputs.files import answer_text
+
+
+class SegmentArgs(BaseModel):
+    """Arguments the calling model fills in."""
+
+    image_path: str = Field(
+        description="Path of the image file to segment (PNG, JPEG...), absolute or relative to the "
+        "allowed folder."
+    )
+    query: str = Field(
+        description="What to segment, in plain words; may be implicit, e.g. 'what would you use to cut "
+        "the bread?'"
+    )
+    session_id: str | None = Field(
+        default=None,
+        description="Optional conversation id. Reuse the same id for follow-ups about the same image "
+        "('only the one on the left', 'add the other one'); omit it for a one-off question.",
+    )
+
+
+def confine_path(path: str, roots: list[Path], max_bytes: int) -> Path:
+    """Resolve ``path`` (following symlinks) and check it lies inside one of ``roots``.
+
+    Relative paths are looked up under each root in turn.
+
+    Raises:
+        ToolException: empty or invalid, outside the roots (symlinks included), missing, not a
+            file, or larger than ``max_bytes``.
+
+    """
+    if not str(path or "").strip():
+        raise ToolException("image_path is empty; pass the path of an image file")
+    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
+    allowed = ", ".join(str(r) for r in resolved_roots)
+    try:
+        raw = Path(path).expanduser()
+        candidates = [raw] if raw.is_absolute() else [root / raw for root in resolved_roots]
+        outside = False
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if not any(resolved.is_relative_to(root) for root in resolved_roots):
+                outside = True
+                continue
+            if not resolved.exists():
+                continue
+            if not resolved.is_file():
+                raise ToolException(f"{path} is not a file; pass the path of an image file")
+            size = resolved.stat().st_size
+            if size > max_bytes:
+                raise ToolException(
+                    f"{path} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit; "
+                    "use a smaller image"
+                )
+            return resolved
+    except (OSError, ValueError) as exc:  # e.g. NUL bytes, names too long
+        raise ToolException(f"{path!r} is not a usable path ({exc})") from exc
+    if outside:
+        raise ToolException(
+            f"{path} is outside the allowed folders ({allowed}); symbolic links are followed. "
+            "Use an image inside them"
+        )
+    raise ToolException(
+        f"no image at {path} (relative paths are looked up in {allowed}); pass an existing file"
+    )
+
+
+def twin_id(twin: Any) -> str:
+    """A short id of a twin: image hash prefix and granularity."""
+    return f"{twin.image.sha256[:16]}:{twin.granularity}"
+
+
+class DTwinSegmentTool(BaseTool):
+    """Segment what a query asks for in an image, by reasoning over its digital twin.
+
+    Attributes:
+        settings: the settings of every run (default: resolved from ``dtwin.toml`` and ``DTWIN_*``).
+        cache: a twin cache (:class:`~dtwin_agent.cache.SqliteCache`) to use instead of the one
+            ``settings.cache`` names.
+        proposer: an already-built mask proposer (keeps model weights loaded across calls).
+        allowed_roots: image paths must resolve inside one of these folders.
+        max_file_mb: larger image files are refused.
+        output_dir: where mask/overlay files go (default ``<cache.dir>/results``).
+        segmenter: replaces :func:`dtwin_agent.api.segment` (tests).
+
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str = "dtwin_segment"
+    description: str = (
+        "Find and segment the objects in an image that answer a question or instruction, even an implicit "
+        "one ('what would you use to cut the bread?'). Returns which numbered objects were chosen and why; "
+        "the mask itself is returned as an artifact. Input: an image file path and the query; pass a "
+        "session_id to ask follow-up questions about the same image."
+    )
+    args_schema: type[BaseModel] = SegmentArgs
+    response_format: str = "content_and_artifact"
+    handle_tool_error: bool = True
+
+    settings: Settings = Field(default_factory=lambda: resolve_settings())
+    cache: Any = None
+    proposer: Any = None
+    allowed_roots: list[Path] = Field(default_factory=lambda: [Path.cwd()])
+    max_file_mb: float = 50.0
+    output_dir: Path | None = None
+    segmenter: Callable[..., Any] | None = None
+
+    def check_path(self, image_path: str) -> Path:
+        """The confined, resolved image path (see :func:`confine_path`)."""
+        return confine_path(image_path, self.allowed_roots, int(self.max_file_mb * 2**20))
+
+    def _run(
+        self, image_path: str, query: str, session_id: str | None = None, **_: Any
+    ) -> tuple[str, dict[str, Any]]:
+        return self.segment_image(image_path, query, session_id)
+
+    def segment_image(
+        self, image_path: str, query: str, session_id: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Run one segmentation (or one chat turn) and return ``(content, artifact)``.
+
+        Raises:
+            ToolException: bad path, empty query, unreadable image or a failed run, with a hint.
+
+        """
+        if not query or not query.strip():
+            raise ToolException("the query is empty; say what to segment")
+        path = self.check_path(image_path)
+        try:
+            if session_id:
+                return self._session_turn(path, query, session_id)
+            return self._segment(path, query)
+        except ToolException:
+            raise
+        except InputError as exc:
+            raise ToolException(f"bad input: {exc}") from exc
+        except DTwinError as exc:
+            raise ToolException(f"segmentation failed: {exc}; try again later or with another image") from exc
+
+    def describe_twin(self, image_path: str) -> dict[str, Any]:
+        """The twin's objects (id, semantic, spatial text, bbox, area %) of an image, without pixels.
+
+        Raises:
+            ToolException: as :meth:`segment_image`.
+
+        """
+        from dtwin_agent.api import build_twin
+
+        path = self.check_path(image_path)
+        kwargs = {"cache": self.cache} if self.cache is not None else {}
+        try:
+            twin = build_twin(path, settings=self.settings, proposer=self.proposer, **kwargs)
+        except InputError as exc:
+            raise ToolException(f"bad input: {exc}") from exc
+        except DTwinError as exc:
+            raise ToolException(f"building the twin failed: {exc}") from exc
+        return {
+            "twin_id": twin_id(twin),
+            "granularity": twin.granularity,
+            "width": twin.image.width,
+            "height": twin.image.height,
+            "objects": [
+                {
+                    "id": o.id,
+                    "semantic": o.semantic,
+                    "spatial": o.spatial,
+                    "bbox": list(o.bbox),
+                    "area_pct": o.area_pct,
+                }
+                for o in twin.objects
+            ],
+        }
+
+    def _segment(self, path: Path, query: str) -> tuple[str, dict[str, Any]]:
+        from dtwin_agent import masks as mask_ops
+        from dtwin_agent.images import load_image
+        from dtwin_agent.outputs.files import write_segment_outputs
+
+        if self.segmenter is not None:
+            result = self.segmenter(path, query, settings=self.settings)
+        else:
+            from dtwin_agent.api import segment
+
+            kwargs = {"cache": self.cache} if self.cache is not None else {}
+            result = segment(path, query, settings=self.settings, proposer=self.proposer, **kwargs)
+        run_id = hashlib.sha256(
+            f"{result.twin.image.sha256}|{result.twin.granularity}|{query}".encode()
+        ).hexdigest()
+        base = self.output_dir or Path(self.settings.cache.dir) / "results"
+        paths = write_segment_outputs(base / run_id[:16], result, load_image(path).rgb)
+        last = result.steps[-1]["objects"] if result.steps else {}
+        objects = {
+            str(i): {
+                "semantic": last.get(str(i), {}).get("semantic") or result.twin.get(i).semantic,
+                "reasoning": last.get(str(i), {}).get("reasoning", ""),
+            }
+            for i in result.ids
+        }
+        artifact = {
+            "ids": list(result.ids),
+            "mask_rle": mask_ops.encode(result.mask).model_dump(mode="json"),
+            "files": {k: str(v) for k, v in paths.items()},
+            "twin_id": twin_id(result.twin),
+            "session_id": None,
+            "message": result.message,
+        }
+        return answer_text(result.ids, objects, result.message), artifact
+
+    def _session_turn(self, path: Path, query: str, session_id: str) -> tuple[str, dict[str, Any]]:
+        from dtwin_agent.integrations.chat import ChatSession
+
+        with ChatSession(path, session_id=session_id, settings=self.settings, proposer=self.proposer) as chat:
+            if self.cache is not None:
+                chat.context.cache = self.cache
+            turn = chat.ask(query)
+            twin = chat.twin
+        artifact = {
+            "ids": list(turn["ids"]),
+            "mask_rle": turn["mask"],
+            "files": dict(turn["files"]),
+            "twin_id": twin_id(twin),
+            "session_id": session_id,
+            "turn": turn["turn"],
+            "message": turn["message"],
+        }
+        return answer_text(turn["ids"], turn["objects"], turn["message"]), artifact

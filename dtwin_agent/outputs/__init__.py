@@ -1,0 +1,1 @@
+"""What people get: files written atomically, overlays with numbered objects, the answer text."""

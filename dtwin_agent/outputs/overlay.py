@@ -1,0 +1,143 @@
+"""Drawing: overlays for people (numbered objects, chosen objects) and views for the VLM.
+
+Views for the VLM follow paper Eq. 4: the masked crop (padded bounding box, background dimmed)
+and the whole image with the mask outlined, so the model sees the other objects as context.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dtwin_agent import masks as mask_ops
+from dtwin_agent.images import downscale
+
+_PALETTE = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (220, 190, 255),
+        (170, 110, 40),
+        (255, 250, 200),
+        (128, 0, 0),
+        (170, 255, 195),
+        (128, 128, 0),
+        (0, 0, 128),
+    ],
+    dtype=np.uint8,
+)
+
+
+def colour(index: int) -> tuple[int, int, int]:
+    """A distinct colour for object ``index``."""
+    return tuple(int(c) for c in _PALETTE[index % len(_PALETTE)])
+
+
+def label_point(mask: np.ndarray) -> tuple[int, int]:
+    """A point well inside the mask (the maximum of the distance transform), as ``(x, y)``."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x), int(y)
+
+
+def _contours(mask: np.ndarray) -> Sequence[np.ndarray]:
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return found
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def draw_objects(
+    rgb: np.ndarray,
+    objects: Iterable[tuple[int, np.ndarray]],
+    *,
+    highlight: set[int] | None = None,
+    alpha: float = 0.4,
+) -> np.ndarray:
+    """Outline each mask, fill it translucent and print its id at a point inside it.
+
+    Args:
+        rgb: ``H x W x 3`` uint8 image.
+        objects: ``(id, bool mask)`` pairs at the image size.
+        highlight: when given, only these ids are filled and labelled; the rest are outlined faintly.
+        alpha: fill opacity.
+    """
+    out = rgb.astype(np.float32).copy()
+    height, width = rgb.shape[:2]
+    thickness = max(1, round(max(height, width) / 500))
+    labels = []
+    items = list(objects)
+    for object_id, mask in items:
+        col = np.array(colour(object_id - 1), dtype=np.float32)
+        chosen = highlight is None or object_id in highlight
+        if chosen:
+            out[mask] = out[mask] * (1 - alpha) + col * alpha
+            labels.append((object_id, label_point(mask), tuple(int(c) for c in col)))
+    canvas = np.clip(out, 0, 255).astype(np.uint8)
+    for object_id, mask in items:
+        chosen = highlight is None or object_id in highlight
+        col = colour(object_id - 1) if chosen else (200, 200, 200)
+        cv2.drawContours(canvas, list(_contours(mask)), -1, col, thickness if chosen else 1)
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    font = _font(max(12, round(max(height, width) / 45)))
+    for object_id, (x, y), _col in labels:
+        text = str(object_id)
+        box = draw.textbbox((x, y), text, font=font, anchor="mm")
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor="mm")
+    return np.asarray(img)
+
+
+def masked_crop(rgb: np.ndarray, mask: np.ndarray, padding: float = 0.15, dim: float = 0.3) -> np.ndarray:
+    """The mask's bounding box padded by ``padding`` of its size, pixels outside the mask dimmed."""
+    x0, y0, x1, y1 = mask_ops.bbox(mask)
+    pad_x = round((x1 - x0 + 1) * padding)
+    pad_y = round((y1 - y0 + 1) * padding)
+    height, width = mask.shape
+    xa, ya = max(0, x0 - pad_x), max(0, y0 - pad_y)
+    xb, yb = min(width, x1 + pad_x + 1), min(height, y1 + pad_y + 1)
+    crop = rgb[ya:yb, xa:xb].astype(np.float32)
+    inside = mask[ya:yb, xa:xb]
+    crop[~inside] *= dim
+    return crop.astype(np.uint8)
+
+
+def outlined(rgb: np.ndarray, mask: np.ndarray, col: tuple[int, int, int] = (255, 0, 0)) -> np.ndarray:
+    """The whole image with one mask outlined (the context view of paper Eq. 4)."""
+    canvas = rgb.copy()
+    thickness = max(2, round(max(rgb.shape[:2]) / 250))
+    cv2.drawContours(canvas, list(_contours(mask)), -1, col, thickness)
+    return canvas
+
+
+def image_block(rgb: np.ndarray, max_side: int = 768) -> dict[str, str]:
+    """A LangChain standard image content block (base64 JPEG), downscaled to ``max_side``."""
+    small, _ = downscale(rgb, max_side)
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, format="JPEG", quality=90)
+    return {
+        "type": "image",
+        "base64": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "mime_type": "image/jpeg",
+    }

@@ -1,0 +1,105 @@
+"""The dtwin CLI: files written, exit codes, one-line errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dtwin_agent.cli import app
+from dtwin_agent.outputs import files as outputs
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def scene(tmp_path):
+    img = np.full((96, 128, 3), 230, np.uint8)
+    img[10:50, 10:60] = (220, 30, 30)
+    img[55:90, 70:120] = (30, 60, 210)
+    path = tmp_path / "scene.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_twin_writes_json_and_overlay(scene, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["twin", str(scene), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "twin.json").read_text())
+    assert data["image"]["width"] == 128 and len(data["objects"]) >= 3
+    overlay = Image.open(out / "overlay.png")
+    assert overlay.size == (128, 96) and overlay.mode == "RGB"
+
+
+def test_segment_writes_mask_overlay_result(scene, tmp_path):
+    out = tmp_path / "seg"
+    result = runner.invoke(app, ["segment", str(scene), "the red region", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    mask = Image.open(out / "mask.png")
+    assert mask.mode == "L" and mask.size == (128, 96)
+    values = set(np.unique(np.asarray(mask)).tolist())
+    assert values <= {0, 255} and 255 in values
+    data = json.loads((out / "result.json").read_text())
+    assert data["ids"] and data["steps"][0]["step"] == 0 and "refine" in data["usage"]["stages"]
+    assert "offline" in data["components"]["reasoning"]
+    assert np.asarray(mask)[20, 20] == 255  # inside the red box
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["segment", "missing.png", "q"], "image not found"),
+        (["segment", "{scene}", "   "], "query is empty"),
+        (["segment", "{scene}", "x" * 10_000], "max_query_chars"),
+        (["twin", "{scene}", "--granularity", "pixel"], "perception.granularity"),
+        (["segment", "{scene}", "q", "--config", "nope.toml"], "config file not found"),
+        (["segment", "{text}", "q"], "not an image"),
+    ],
+    ids=["missing-image", "empty-query", "10k-query", "bad-setting", "missing-config", "non-image"],
+)
+def test_bad_input_exits_2_with_one_line(scene, tmp_path, args, needle):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    args = [a.format(scene=scene, text=text) for a in args]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_unexpected_error_exits_1(scene, tmp_path, monkeypatch):
+    import dtwin_agent.api as api
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(api, "segment", boom)
+    result = runner.invoke(app, ["segment", str(scene), "q", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "disk on fire" in result.stderr
+
+
+def test_atomic_write_leaves_no_half_file(tmp_path, monkeypatch):
+    target = tmp_path / "result.json"
+    outputs.write_json(target, {"old": True})
+
+    def fail(*a, **k):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(outputs.os, "fsync", fail)
+    with pytest.raises(OSError):
+        outputs.write_json(target, {"new": True})
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_cache_info_and_clear(scene, tmp_path):
+    runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o")])
+    info = runner.invoke(app, ["cache", "info"])
+    assert info.exit_code == 0 and "twin: 1 entries" in info.output
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and "removed" in cleared.output

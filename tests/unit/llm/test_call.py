@@ -1,0 +1,540 @@
+"""Retries, structured output, the repair round-trip and usage, with scripted fake chat models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+from dtwin_agent.config import Settings
+from dtwin_agent.errors import ConfigError, ProviderError
+from dtwin_agent.llm.call import (
+    ProviderCallError,
+    ainvoke_structured,
+    classify_error,
+    invoke_structured,
+    invoke_with_retry,
+    repair_message,
+)
+from dtwin_agent.llm.parsing import ParseError, parse_granularity, parse_refine_step, parse_semantics
+from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, SemanticBatch
+from dtwin_agent.llm.usage import StageUsage, Usage, merge_usage
+
+MESSAGES = [SystemMessage("Choose a granularity."), HumanMessage("<query>the mug's handle</query>")]
+
+
+class RateLimitError(Exception):
+    """Named like the providers' rate-limit errors."""
+
+
+class StatusError(Exception):
+    def __init__(self, status_code: int, message: str = "error") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LengthFinishReasonError(Exception):
+    """Named like openai's error for an answer cut off by the token limit."""
+
+
+class Scripted(BaseChatModel):
+    """Answers from a script (text, AIMessage, or an exception to raise) and records every call."""
+
+    script: list[Any] = Field(default_factory=list)
+    calls: list[list[BaseMessage]] = Field(default_factory=list)
+    tools: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        self.calls.append(list(messages))
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        message = item if isinstance(item, AIMessage) else AIMessage(content=item)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        if self.tools:
+            return self
+        raise NotImplementedError
+
+
+class ToolFake(GenericFakeChatModel):
+    """ENVIRONMENT.md's recipe: bind_tools returns self, fed AIMessage(tool_calls=...)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+def settings(**models: Any) -> Settings:
+    return Settings(models={"max_retries": 4, "backoff_s": 0.5, **models})
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def one() -> float:
+    return 1.0
+
+
+def tool_answer(name: str, args: dict[str, Any], **usage: int) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": name, "args": args, "id": "call-1"}],
+        usage_metadata={**usage, "total_tokens": sum(usage.values())} if usage else None,
+    )
+
+
+# -- retries ----------------------------------------------------------------------------------------
+
+
+def test_rate_limit_twice_then_answer_retries_with_growing_backoff():
+    model = Scripted(script=[RateLimitError("slow down"), StatusError(429), '{"granularity": "part"}'])
+    sleeps, usage = Sleeps(), Usage()
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        usage=usage,
+        stage="granularity",
+        sleep=sleeps,
+        rand=one,
+    )
+    assert result.parsed.granularity == "part"
+    assert len(model.calls) == 3
+    assert sleeps == [0.5, 1.0]  # backoff_s, then doubled (jitter pinned to its maximum)
+    assert usage.stages["granularity"].calls == 1
+    assert usage.stages["granularity"].retries == 2
+
+
+def test_backoff_has_full_jitter_below_the_doubling_cap():
+    model = Scripted(script=[TimeoutError()] * 4 + ["ok"])
+    sleeps = Sleeps()
+    invoke_with_retry(model, MESSAGES, settings(), sleep=sleeps)
+    assert len(sleeps) == 4
+    assert all(0 <= s <= 0.5 * 2**i for i, s in enumerate(sleeps))
+
+
+def test_unauthorized_raises_provider_error_at_once():
+    model = Scripted(script=[StatusError(401, "Incorrect API key provided"), "never reached"])
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError, match="API key was rejected") as info:
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="prompt"),
+            stage="granularity",
+            sleep=sleeps,
+        )
+    assert len(model.calls) == 1
+    assert sleeps == []
+    assert info.value.kind == "auth"
+    assert info.value.status_code == 401
+
+
+def test_bad_request_is_not_retried():
+    model = Scripted(script=[StatusError(400, "invalid model"), "never reached"])
+    with pytest.raises(ProviderError, match="HTTP 400"):
+        invoke_with_retry(model, MESSAGES, settings(), stage="refine", sleep=Sleeps())
+    assert len(model.calls) == 1
+
+
+def test_timeouts_exhausted_raise_provider_error_naming_stage_and_last_error():
+    model = Scripted(script=[TimeoutError("read timed out")] * 3)
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError) as info:
+        invoke_structured(
+            model,
+            MESSAGES,
+            RefineStepOutput,
+            parse=lambda t: parse_refine_step(t, [1]),
+            settings=settings(max_retries=2, structured_output="prompt"),
+            stage="refine",
+            sleep=sleeps,
+            rand=one,
+        )
+    message = str(info.value)
+    assert "(refine)" in message and "3 attempts" in message and "read timed out" in message
+    assert len(model.calls) == 3
+    assert sleeps == [0.5, 1.0]
+
+
+def test_server_errors_are_retried():
+    model = Scripted(script=[StatusError(503), StatusError(500), "fine"])
+    out = invoke_with_retry(model, MESSAGES, settings(), sleep=Sleeps())
+    assert out.content == "fine"
+
+
+def _openai_errors() -> dict[str, tuple[Exception, str]]:
+    openai = pytest.importorskip("openai")
+    import httpx2
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    def response(code: int) -> Any:
+        return httpx2.Response(code, request=request)
+
+    return {
+        "rate_limit": (openai.RateLimitError("rate", response=response(429), body=None), "transient"),
+        "timeout": (openai.APITimeoutError(request=request), "transient"),
+        "connection": (openai.APIConnectionError(request=request), "transient"),
+        "internal_server": (openai.InternalServerError("x", response=response(500), body=None), "transient"),
+        "bad_gateway": (openai.APIStatusError("bad gw", response=response(502), body=None), "transient"),
+        "unauthorized": (openai.AuthenticationError("bad key", response=response(401), body=None), "auth"),
+        "bad_request": (openai.BadRequestError("bad", response=response(400), body=None), "fatal"),
+        "builtin_timeout": (TimeoutError(), "transient"),
+        "builtin_connection": (ConnectionResetError(), "transient"),
+        "named_rate_limit": (RateLimitError(), "transient"),
+        "value_error": (ValueError("bug"), "fatal"),
+        "cut_off": (LengthFinishReasonError(), "output"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "rate_limit",
+        "timeout",
+        "connection",
+        "internal_server",
+        "bad_gateway",
+        "unauthorized",
+        "bad_request",
+        "builtin_timeout",
+        "builtin_connection",
+        "named_rate_limit",
+        "value_error",
+        "cut_off",
+    ],
+)
+def test_classify_error(case):
+    exc, kind = _openai_errors()[case]
+    assert classify_error(exc) == kind
+
+
+# -- parsing and the repair round-trip --------------------------------------------------------------
+
+
+def test_repair_round_trip_sends_the_bad_answer_and_the_error():
+    model = Scripted(script=["I think it depends.", '{"granularity": "group", "reason": "all cups"}'])
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        stage="granularity",
+    )
+    assert result.parsed.granularity == "group"
+    assert result.attempts == 2
+    with pytest.raises(ParseError) as err:
+        parse_granularity("I think it depends.")
+    second = model.calls[1]
+    assert second[: len(MESSAGES)] == MESSAGES
+    assert isinstance(second[-2], AIMessage) and second[-2].content == "I think it depends."
+    assert isinstance(second[-1], HumanMessage)
+    assert second[-1].content == repair_message(str(err.value))
+    assert second[-1].content == (
+        "Your previous answer could not be used: no granularity found; answer "
+        '{"granularity": "group" | "object" | "part", "reason": "..."}. '
+        "Reply again with valid JSON only, in the requested format: no prose, no Markdown fences."
+    )
+
+
+def test_both_answers_garbage_gives_none_and_a_report_without_raising():
+    model = Scripted(script=["no idea", "still no idea"])
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        SemanticBatch,
+        parse=lambda t: parse_semantics(t, [1]),
+        settings=settings(structured_output="prompt"),
+        stage="semantics",
+    )
+    assert result.parsed is None
+    assert result.raw == "still no idea"
+    assert result.attempts == 2
+    assert any("repair" in n for n in result.report.notes)
+
+
+def test_parser_bug_is_contained():
+    def broken(text: str) -> Any:
+        raise KeyError("oops")
+
+    model = Scripted(script=["{}", "{}"])
+    result = invoke_structured(
+        model, MESSAGES, GranularityChoice, parse=broken, settings=settings(structured_output="prompt")
+    )
+    assert result.parsed is None
+
+
+def test_answer_cut_off_by_the_provider_gets_the_repair_round_trip():
+    model = Scripted(script=[LengthFinishReasonError("length"), '{"granularity": "object"}'])
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="prompt"),
+        sleep=Sleeps(),
+    )
+    assert result.parsed.granularity == "object"
+    assert result.attempts == 2
+
+
+def test_unknown_ids_reach_the_report():
+    model = Scripted(script=['{"objects": [{"id": 3, "reasoning": "mug"}, {"id": 99}]}'])
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        RefineStepOutput,
+        parse=lambda t: parse_refine_step(t, [3]),
+        settings=settings(structured_output="prompt"),
+        stage="refine",
+    )
+    assert [o.id for o in result.parsed.objects] == [3]
+    assert result.report.unknown_ids == [99]
+
+
+# -- structured output modes ------------------------------------------------------------------------
+
+
+def test_native_structured_output_with_tool_calls_and_id_checks():
+    model = ToolFake(
+        messages=iter(
+            [
+                tool_answer(
+                    "RefineStepOutput", {"objects": [{"id": 3}, {"id": 99}]}, input_tokens=40, output_tokens=6
+                )
+            ]
+        )
+    )
+    usage = Usage()
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        RefineStepOutput,
+        parse=lambda t: parse_refine_step(t, [3]),
+        settings=settings(structured_output="native"),
+        usage=usage,
+        stage="refine",
+    )
+    assert result.mode == "native"
+    assert [o.id for o in result.parsed.objects] == [3]
+    assert result.report.unknown_ids == [99]
+    assert (usage.stages["refine"].input_tokens, usage.stages["refine"].output_tokens) == (40, 6)
+
+
+def test_native_answer_failing_the_schema_is_parsed_from_the_raw_tool_call():
+    model = ToolFake(messages=iter([tool_answer("GranularityChoice", {"granularity": "object parts"})]))
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="auto"),
+    )
+    assert result.mode == "native"
+    assert result.parsed.granularity == "part"
+    assert json.loads(result.raw) == {"granularity": "object parts"}
+
+
+def test_auto_falls_back_to_prompt_for_models_without_structured_output():
+    model = GenericFakeChatModel(messages=iter([AIMessage('```json\n{"granularity": "part"}\n```')]))
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output="auto"),
+    )
+    assert result.mode == "prompt"
+    assert result.parsed.granularity == "part"
+
+
+def test_native_without_support_is_a_config_error():
+    model = GenericFakeChatModel(messages=iter([AIMessage("{}")]))
+    with pytest.raises(ConfigError, match="structured_output"):
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="native"),
+        )
+
+
+def test_auto_falls_back_to_prompt_when_the_provider_refuses_native():
+    model = Scripted(
+        tools=True,
+        script=[
+            StatusError(400, "response_format json_schema unsupported"),
+            '{"granularity": "object"}',
+            '{"granularity": "group"}',
+        ],
+    )
+    run = dict(parse=parse_granularity, settings=settings(structured_output="auto"), sleep=Sleeps())
+    result = invoke_structured(model, MESSAGES, GranularityChoice, **run)
+    assert (result.mode, result.parsed.granularity) == ("prompt", "object")
+    assert any("prompt mode" in n for n in result.report.notes)
+    again = invoke_structured(model, MESSAGES, GranularityChoice, **run)  # remembered: no native try
+    assert (again.mode, again.parsed.granularity, len(model.calls)) == ("prompt", "group", 3)
+
+
+def test_native_mode_bad_request_raises():
+    model = Scripted(tools=True, script=[StatusError(400, "unsupported")])
+    with pytest.raises(ProviderCallError):
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="native"),
+            sleep=Sleeps(),
+        )
+
+
+# -- async ------------------------------------------------------------------------------------------
+
+
+def test_async_variant_retries_repairs_and_records_usage():
+    model = Scripted(
+        script=[
+            RateLimitError(),
+            AIMessage("garbage", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}),
+            AIMessage(
+                '{"objects": [{"id": 1, "semantic": "mug"}]}',
+                usage_metadata={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
+            ),
+        ]
+    )
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    usage = Usage()
+    result = asyncio.run(
+        ainvoke_structured(
+            model,
+            MESSAGES,
+            SemanticBatch,
+            parse=lambda t: parse_semantics(t, [1]),
+            settings=settings(structured_output="prompt"),
+            usage=usage,
+            stage="semantics",
+            sleep=sleep,
+            rand=one,
+        )
+    )
+    assert result.parsed.objects[0].semantic == "mug"
+    assert slept == [0.5]
+    assert usage.stages["semantics"].model_dump(exclude={"seconds"}) == {
+        "calls": 2,
+        "input_tokens": 22,
+        "output_tokens": 7,
+        "retries": 1,
+    }
+
+
+def test_async_calls_run_concurrently_under_a_semaphore():
+    usage = Usage()
+    answers = [
+        AIMessage(
+            f'{{"objects": [{{"id": {i}, "semantic": "thing {i}"}}]}}',
+            usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
+        )
+        for i in range(8)
+    ]
+    model = Scripted(script=answers)
+
+    async def main() -> list[Any]:
+        gate = asyncio.Semaphore(3)
+
+        async def one_call(i: int) -> Any:
+            async with gate:
+                return await ainvoke_structured(
+                    model,
+                    MESSAGES,
+                    SemanticBatch,
+                    parse=lambda t: parse_semantics(t, range(8)),
+                    settings=settings(structured_output="prompt"),
+                    usage=usage,
+                    stage="semantics",
+                )
+
+        return await asyncio.gather(*(one_call(i) for i in range(8)))
+
+    results = asyncio.run(main())
+    assert all(r.parsed is not None for r in results)
+    assert usage.stages["semantics"].calls == 8
+    assert usage.stages["semantics"].input_tokens == 24
+
+
+# -- usage ------------------------------------------------------------------------------------------
+
+
+def test_usage_sums_tokens_and_counts_missing_metadata_as_zero():
+    model = Scripted(
+        script=[
+            AIMessage(
+                '{"granularity": "part"}',
+                usage_metadata={"input_tokens": 10, "output_tokens": 3, "total_tokens": 13},
+            ),
+            AIMessage('{"granularity": "part"}'),  # no usage_metadata
+            AIMessage(
+                '{"granularity": "part"}',
+                usage_metadata={"input_tokens": 7, "output_tokens": 2, "total_tokens": 9},
+            ),
+        ]
+    )
+    usage = Usage()
+    for _ in range(3):
+        invoke_structured(
+            model,
+            MESSAGES,
+            GranularityChoice,
+            parse=parse_granularity,
+            settings=settings(structured_output="prompt"),
+            usage=usage,
+            stage="granularity",
+        )
+    row = usage.stages["granularity"]
+    assert (row.calls, row.input_tokens, row.output_tokens) == (3, 17, 5)
+    assert row.seconds >= 0
+
+
+def test_usage_merge_total_reducer_and_table():
+    a = Usage().add("granularity", input_tokens=10, output_tokens=2, seconds=1.0)
+    b = Usage().add("semantics", calls=4, input_tokens=100, output_tokens=40, seconds=2.5)
+    b.add("granularity", input_tokens=5, output_tokens=1, seconds=0.5)
+    merged = a.merge(b)
+    assert merged.stages["granularity"] == StageUsage(calls=2, input_tokens=15, output_tokens=3, seconds=1.5)
+    assert merged.total().calls == 6 and merged.total().total_tokens == 158
+    assert a.stages["granularity"].calls == 1  # merge makes a new Usage
+    reduced = merge_usage(merge_usage(None, a.model_dump()), b)
+    assert reduced == merged.model_dump()
+    assert merge_usage({}, None) == {"stages": {}}
+    table = merged.table()
+    lines = table.splitlines()
+    assert lines[0].split() == ["stage", "calls", "input", "tokens", "output", "tokens", "seconds"]
+    assert lines[2].split() == ["granularity", "2", "15", "3", "1.50"]
+    assert lines[-1].split() == ["total", "6", "115", "43", "4.00"]

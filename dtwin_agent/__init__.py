@@ -1,22 +1,102 @@
-"""dtwin-agent: DTwinSeger reasoning segmentation over digital twin representations."""
+"""dtwin-agent: DTwinSeger reasoning segmentation over digital twin representations.
 
-from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import ConfigError, DTwinError, ImageError, InputError, ProviderError
-from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, Relation, TwinObject
+The public API. Everything is importable from here; heavy parts (the graph, torch, LangChain)
+load on first use, so ``import dtwin_agent`` stays light.
 
-__version__ = "0.1.0"
+Example:
+    >>> import dtwin_agent  # doctest: +SKIP
+    >>> result = dtwin_agent.segment("kitchen.jpg", "what would you cut bread with?")  # doctest: +SKIP
+    >>> result.mask.shape, result.ids  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from dtwin_agent.errors import (
+    ChecksumError,
+    ConfigError,
+    DTwinError,
+    FetchError,
+    ImageError,
+    InputError,
+    ModelNotFetchedError,
+    ParseError,
+    ProviderCallError,
+    ProviderError,
+    UnknownModelError,
+)
+
+try:
+    __version__ = version("dtwin-agent")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_LAZY = {
+    "build_twin": "dtwin_agent.api",
+    "segment": "dtwin_agent.api",
+    "SegmentationResult": "dtwin_agent.api",
+    "DigitalTwin": "dtwin_agent.twin",
+    "TwinObject": "dtwin_agent.twin",
+    "Relation": "dtwin_agent.twin",
+    "ImageInfo": "dtwin_agent.twin",
+    "RLE": "dtwin_agent.twin",
+    "Settings": "dtwin_agent.config",
+    "resolve_settings": "dtwin_agent.config",
+    "DTwinSegmentTool": "dtwin_agent.integrations.tool",
+    "ChatSession": "dtwin_agent.integrations.chat",
+    "build_graph": "dtwin_agent.graph",
+}
+
+if TYPE_CHECKING:
+    from dtwin_agent.api import SegmentationResult, build_twin, segment
+    from dtwin_agent.config import Settings, resolve_settings
+    from dtwin_agent.graph import build_graph
+    from dtwin_agent.integrations.chat import ChatSession
+    from dtwin_agent.integrations.tool import DTwinSegmentTool
+    from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, Relation, TwinObject
+
+
+def __getattr__(name: str) -> Any:
+    """Load a heavy public name on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dtwin_agent' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "RLE",
+    "ChatSession",
+    "ChecksumError",
     "ConfigError",
     "DTwinError",
+    "DTwinSegmentTool",
     "DigitalTwin",
+    "FetchError",
     "ImageError",
     "ImageInfo",
     "InputError",
+    "ModelNotFetchedError",
+    "ParseError",
+    "ProviderCallError",
     "ProviderError",
     "Relation",
+    "SegmentationResult",
     "Settings",
     "TwinObject",
+    "UnknownModelError",
+    "__version__",
+    "build_graph",
+    "build_twin",
     "resolve_settings",
+    "segment",
 ]

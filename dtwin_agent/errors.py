@@ -1,10 +1,28 @@
-"""The project's exceptions.
+"""Every exception this project raises on purpose, in one tree under :class:`DTwinError`.
 
-Every expected failure raises a subclass of :class:`DTwinError`. The CLI maps
-:class:`InputError` (bad input or usage) to exit code 2 and everything else to 1.
+The CLI maps :class:`InputError` (bad input or usage) to exit code 2 and everything else to 1;
+the LangChain tool turns each into a ``ToolException`` with a hint.
+
+```
+DTwinError
+├── InputError (also ValueError)        bad input or usage -> exit 2
+│   ├── ImageError                      unreadable, truncated or not an image
+│   └── ConfigError                     an invalid setting, a provider that cannot be used
+│       ├── UnknownModelError           a model name that is not registered
+│       └── ModelNotFetchedError        a registered model not in the store yet
+├── ProviderError                       a model provider failed for good
+│   └── ProviderCallError               ... with the provider, stage, kind, status and attempts
+├── ParseError (also ValueError)        nothing usable in a model's answer
+└── FetchError                          no source could deliver a model file
+    └── ChecksumError                   a file's sha256 differs from the pinned one
+```
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+ErrorKind = Literal["transient", "auth", "output", "fatal"]
 
 
 class DTwinError(Exception):
@@ -25,3 +43,54 @@ class ConfigError(InputError):
 
 class ProviderError(DTwinError):
     """A model provider failed after all retries (timeouts, rate limits, 5xx)."""
+
+
+class ProviderCallError(ProviderError):
+    """A model call failed for good (after retries, or at once for errors retrying cannot fix).
+
+    Attributes:
+        provider: the provider's short name (``openai``...).
+        stage: the graph stage that made the call.
+        kind: ``transient`` (retries exhausted), ``auth`` (401/403), ``output`` (the provider
+            rejected the model's own answer, e.g. cut off by the token limit) or ``fatal``.
+        status_code: the HTTP status when there was one.
+        attempts: how many times the call was made.
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        stage: str,
+        kind: ErrorKind,
+        status_code: int | None,
+        attempts: int,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.stage = stage
+        self.kind = kind
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class ParseError(DTwinError, ValueError):
+    """Nothing usable could be recovered from a model's answer."""
+
+
+class UnknownModelError(ConfigError):
+    """A name that is neither a registered model nor an existing file."""
+
+
+class ModelNotFetchedError(ConfigError):
+    """A registered model whose file is not in the store yet."""
+
+
+class FetchError(DTwinError):
+    """No source could deliver the file."""
+
+
+class ChecksumError(FetchError):
+    """A file's sha256 differs from the pinned one (the file has been removed)."""

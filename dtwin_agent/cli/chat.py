@@ -86,7 +86,7 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
                 say(f"unknown command {command}; {HELP}")
             else:
                 turn = chat.ask(line)
-                from dtwin_agent.outputs.files import answer_text
+                from dtwin_agent.outputs.answer import answer_text
 
                 say(f"dtwin> {answer_text(turn['ids'], turn['objects'], turn['message'])}")
                 say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")

@@ -31,7 +31,7 @@ from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import InputError
 from dtwin_agent.graph import build_graph
 from dtwin_agent.graph.context import Context
-from dtwin_agent.outputs.files import answer_text
+from dtwin_agent.outputs.answer import answer_text
 from dtwin_agent.twin import RLE, DigitalTwin
 
 MAX_DIALOGUE_TURNS = 6
@@ -445,7 +445,8 @@ class ChatSession:
 
         """
         from dtwin_agent.images import load_image
-        from dtwin_agent.outputs.files import twin_overlay, write_png
+        from dtwin_agent.outputs.files import write_png
+        from dtwin_agent.outputs.overlay import twin_overlay
 
         twin = self.twin
         if twin is None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.outputs.files import answer_text
+from dtwin_agent.outputs.answer import answer_text
 
 
 class SegmentArgs(BaseModel):

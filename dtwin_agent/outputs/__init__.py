@@ -1,1 +1,1 @@
-"""What people get: files written atomically, overlays with numbered objects, the answer text."""
+"""What people get: ``files`` (written atomically), ``overlay`` (numbered objects), ``answer`` (the text)."""

@@ -1,6 +1,7 @@
 """Output files, written atomically (temp file in the same folder, then rename).
 
-A failed run leaves no half-written file behind.
+A failed run leaves no half-written file behind. ``write_twin_outputs`` / ``write_segment_outputs``
+write what ``dtwin twin`` / ``dtwin segment`` promise (DESIGN.md's CLI contract).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dtwin_agent.outputs.overlay import draw_objects
+from dtwin_agent.outputs.overlay import twin_overlay
 from dtwin_agent.twin import DigitalTwin
 
 
@@ -49,11 +50,6 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def twin_overlay(rgb: np.ndarray, twin: DigitalTwin, highlight: set[int] | None = None) -> np.ndarray:
-    """The image with the twin's objects outlined, filled and numbered (``highlight``: only those)."""
-    return draw_objects(rgb, [(o.id, o.decode_mask()) for o in twin.objects], highlight=highlight)
-
-
 def write_twin_outputs(out_dir: str | Path, twin: DigitalTwin, rgb: np.ndarray) -> dict[str, Path]:
     """``twin.json`` and ``overlay.png`` (every object numbered)."""
     out = Path(out_dir)
@@ -72,21 +68,3 @@ def write_segment_outputs(out_dir: str | Path, result: Any, rgb: np.ndarray) -> 
         "overlay": write_png(out / "overlay.png", twin_overlay(rgb, result.twin, highlight=set(result.ids))),
         "result": write_json(out / "result.json", result.summary()),
     }
-
-
-def answer_text(ids: list[int], objects: dict[str, dict[str, str]], message: str) -> str:
-    """One line for a person or a calling model: the chosen objects and why, or why none.
-
-    Args:
-        ids: the chosen ids.
-        objects: the last step's ``{id: {"semantic", "reasoning"}}``.
-        message: the run's one-line summary (used when nothing was chosen).
-    """
-    if not ids:
-        return f"No object in the image answers the query ({message})."
-    parts = []
-    for object_id in ids:
-        entry = objects.get(str(object_id), {})
-        why = entry.get("reasoning", "")
-        parts.append(f"#{object_id} {entry.get('semantic', '')}" + (f" ({why})" if why else ""))
-    return f"Chose {len(ids)} object(s): " + "; ".join(parts)

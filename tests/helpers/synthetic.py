@@ -268,3 +268,10 @@ def random_masks(
         if canvas.any():
             out.append(canvas.astype(bool))
     return out
+
+
+def box_mask(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
+    """Boolean ``H x W`` mask of the pixels ``x0..x1``, ``y0..y1`` inclusive."""
+    mask = np.zeros(shape, bool)
+    mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask

@@ -15,7 +15,7 @@ from dtwin_agent.llm.parsing import parse_granularity
 from dtwin_agent.llm.prompts import load_prompt, render_prompt
 from dtwin_agent.llm.schemas import GranularityChoice
 from dtwin_agent.llm.usage import Usage
-from dtwin_agent.outputs.overlay import image_block
+from dtwin_agent.llm.views import image_block
 
 
 def select_granularity(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from dtwin_agent.llm.parsing import parse_semantics
 from dtwin_agent.llm.prompts import load_prompt, render_prompt
 from dtwin_agent.llm.schemas import SemanticBatch
 from dtwin_agent.llm.usage import Usage
+from dtwin_agent.llm.views import image_block, masked_crop, outlined
 from dtwin_agent.offline import labeller
-from dtwin_agent.outputs.overlay import image_block, masked_crop, outlined
 from dtwin_agent.twin import RLE
 
 

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes._common import context_of, settings_of
 from dtwin_agent.llm.usage import Usage
-from dtwin_agent.spatial.relations import build_spatial as compute_spatial
+from dtwin_agent.spatial import build_spatial as compute_spatial
 from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from helpers.tiny_sam import calibrate
 
-from dtwin_agent.config import Settings
 from dtwin_agent._compat import stubs
+from dtwin_agent.config import Settings
 from dtwin_agent.perception.sam import SamProposer, _registry_builder
 
 needs_mobile_sam = pytest.mark.skipif(

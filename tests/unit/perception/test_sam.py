@@ -12,9 +12,9 @@ import torch
 from helpers.tiny_sam import build_tiny_sam, synthetic_image
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor  # noqa: E402  (after the stand-in)
 
+from dtwin_agent._compat import stubs
 from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
-from dtwin_agent._compat import stubs
 from dtwin_agent.perception import PROPOSERS, get_proposer
 from dtwin_agent.perception.policy import centroid_prompt_point, containment_filter, part_dedup
 from dtwin_agent.perception.sam import SamProposer

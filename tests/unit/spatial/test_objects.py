@@ -1,0 +1,92 @@
+"""Per-object records: bbox / area / centroid, input forms, T_i of the budgeted relations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers.synthetic import box_mask as box
+from helpers.synthetic import random_masks
+
+from dtwin_agent import masks as mask_ops
+from dtwin_agent.config import Settings
+from dtwin_agent.spatial import build_spatial
+from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, Relation, TwinObject
+
+W, H = 100, 100
+
+
+def test_bbox_area_centroid():
+    mask = box(10, 20, 29, 29)
+    (geo,) = build_spatial([mask], None, W, H)
+    assert geo.id == 1
+    assert geo.bbox == (10, 20, 29, 29) == mask_ops.bbox(mask)
+    assert geo.area_pct == pytest.approx(2.0)
+    assert geo.centroid == pytest.approx(mask_ops.centroid(mask))
+    assert geo.relations == []
+    assert geo.text == "bbox [10, 20, 29, 29]; 2.0% of the image; centre (20, 24), top left"
+
+
+def test_rle_dict_and_array_inputs_agree():
+    masks = [box(5, 5, 30, 30), box(31, 5, 60, 30), box(10, 60, 20, 70)]
+    from_arrays = build_spatial(masks, [3, 7, 9], W, H)
+    rles = [mask_ops.encode(m) for m in masks]
+    from_rles = build_spatial(rles, [3, 7, 9], W, H)
+    from_dicts = build_spatial([r.model_dump() for r in rles], [3, 7, 9], W, H)
+    for a, b, c in zip(from_arrays, from_rles, from_dicts, strict=True):
+        assert (a.id, a.bbox, a.area_pct, a.centroid, a.relations, a.text) == (
+            b.id,
+            b.bbox,
+            b.area_pct,
+            b.centroid,
+            b.relations,
+            b.text,
+        )
+        assert b.text == c.text
+    assert {r.target for r in from_arrays[0].relations} <= {7, 9}
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="empty"):
+        build_spatial([np.zeros((H, W), bool)], None, W, H)
+    with pytest.raises(ValueError, match="shape"):
+        build_spatial([np.ones((5, 5), bool)], None, W, H)
+    with pytest.raises(ValueError, match="ids"):
+        build_spatial([box(1, 1, 5, 5)], [1, 2], W, H)
+    with pytest.raises(ValueError, match="unique"):
+        build_spatial([box(1, 1, 5, 5), box(8, 8, 9, 9)], [2, 2], W, H)
+    assert build_spatial([], None, W, H) == []
+
+
+def test_text_lists_budgeted_relations():
+    masks = [box(10, 10, 29, 29), box(30, 10, 49, 29), box(10, 60, 29, 79)]
+    geos = build_spatial(masks, [1, 2, 3], W, H)
+    assert geos[0].text.startswith("bbox [10, 10, 29, 29]; 4.0% of the image; centre (20, 20), top left; ")
+    assert "touching #2" in geos[0].text and "left of #2" in geos[0].text and "above #3" in geos[0].text
+    assert geos[0].relations[0] == Relation(target=2, kind="touching", distance=0.0)
+
+
+def test_200_objects_fill_a_valid_twin():
+    masks = random_masks(200, width=512, height=512, seed=3)
+    rles = [mask_ops.encode(m) for m in masks]
+    settings = Settings()
+    geos = build_spatial(rles, None, 512, 512, settings)
+    assert len(geos) == 200
+    assert all(len(g.relations) <= settings.spatial.max_relations for g in geos)
+    objects = [
+        TwinObject(
+            id=g.id,
+            mask=RLE.model_validate(rle.model_dump()),
+            bbox=g.bbox,
+            area_pct=g.area_pct,
+            centroid=g.centroid,
+            relations=g.relations,
+            spatial=g.text,
+        )
+        for g, rle in zip(geos, rles, strict=True)
+    ]
+    twin = DigitalTwin(image=ImageInfo(width=512, height=512, sha256="0" * 64), objects=objects)
+    prompt = twin.to_prompt_json()
+    assert len(prompt) < 200 * 400  # linear in N': bounded text per object
+    for g, m in zip(geos, masks, strict=True):
+        assert g.area_px == m.sum()
+        assert g.polygon.is_valid and g.polygon.area == pytest.approx(m.sum())

@@ -20,10 +20,10 @@ Pipeline for one image (``H x W x 3`` uint8):
      ``tau' = containment_thresh`` (Eq. 3).
 
 The backend (torch, segment-anything) is imported only when a :class:`SamProposer` is built;
-:func:`~dtwin_agent._compat.stubs.torchvision_for_import` wraps the import, so
+:func:`~dtwin_agent._compat.torchvision_for_import` wraps the import, so
 segment-anything imports on machines without a working torchvision; MobileSAM (``vit_t``, the
 ``mobile_sam`` package) is imported under
-:func:`~dtwin_agent._compat.stubs.mobile_sam_for_import`, which also stands in for the four
+:func:`~dtwin_agent._compat.mobile_sam_for_import`, which also stands in for the four
 timm helpers it needs when timm is not installed.
 """
 
@@ -61,7 +61,7 @@ def _backend() -> Any:
     """Import torch + segment-anything once and define the classes that subclass theirs."""
     import torch
 
-    from dtwin_agent._compat.stubs import torchvision_for_import
+    from dtwin_agent._compat import torchvision_for_import
 
     with torchvision_for_import():
         from segment_anything import SamAutomaticMaskGenerator, SamPredictor
@@ -219,7 +219,7 @@ def resolve_device(device: str) -> str:
 
 def _registry_builder(model_type: str) -> SamBuilder:
     if model_type == "vit_t":
-        from dtwin_agent._compat.stubs import mobile_sam_for_import
+        from dtwin_agent._compat import mobile_sam_for_import
 
         try:
             with mobile_sam_for_import():  # timm + torchvision stand-ins, only while importing

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from dtwin_agent._compat.stubs import torchvision_for_import
+from dtwin_agent._compat import torchvision_for_import
 
 with torchvision_for_import():
     from segment_anything.modeling import (

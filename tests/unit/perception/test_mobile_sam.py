@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers.tiny_sam import calibrate
 
-from dtwin_agent._compat import stubs
+from dtwin_agent._compat import TIMM
 from dtwin_agent.config import Settings
 from dtwin_agent.perception.sam import SamProposer, _registry_builder
 
@@ -46,10 +46,10 @@ def mobile_sam_model():
 
 
 def test_timm_stand_in_provides_what_mobile_sam_imports() -> None:
-    with stubs.timm_for_import() as real:
+    with TIMM.for_import() as real:
         if real:
             pytest.skip("a working timm is installed: the stand-in is not used")
-        assert stubs.is_timm_stub_active()
+        assert TIMM.active()
         from timm.models.layers import DropPath, to_2tuple, trunc_normal_
         from timm.models.registry import register_model
 
@@ -79,7 +79,7 @@ def test_timm_stand_in_provides_what_mobile_sam_imports() -> None:
         with pytest.raises(ModuleNotFoundError):
             __import__("timm.data")
     # afterwards libraries probing for timm (transformers does) see it absent
-    assert not stubs.is_timm_stub_active()
+    assert not TIMM.active()
     assert importlib.util.find_spec("timm") is None
 
 
@@ -91,14 +91,14 @@ def test_real_timm_wins_when_it_imports(tmp_path, monkeypatch: pytest.MonkeyPatc
     (fake / "models" / "layers.py").write_text("")
     (fake / "models" / "registry.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(stubs, "_real_timm_available", None)
+    monkeypatch.setattr(TIMM, "real", None)
     for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
         monkeypatch.delitem(sys.modules, name)
     try:
-        with stubs.timm_for_import() as real:
+        with TIMM.for_import() as real:
             assert real is True
             assert getattr(sys.modules["timm"], "REAL", False)
-            assert not stubs.is_timm_stub_active()
+            assert not TIMM.active()
         assert getattr(sys.modules["timm"], "REAL", False)  # a real timm stays imported
     finally:
         for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
@@ -111,14 +111,14 @@ def test_importing_mobile_sam_leaves_no_stand_ins_behind() -> None:
     code = textwrap.dedent(
         """
         import importlib.util, sys
-        from dtwin_agent._compat import stubs
+        from dtwin_agent._compat import TIMM, TORCHVISION
         from dtwin_agent.perception.sam import _registry_builder
         build = _registry_builder("vit_t")
         assert build.__module__ == "mobile_sam.build_sam", build.__module__
-        if not stubs._real_timm_available:
+        if not TIMM.real:
             assert not [n for n in sys.modules if n == "timm" or n.startswith("timm.")]
             assert importlib.util.find_spec("timm") is None
-        if not stubs._real_available:
+        if not TORCHVISION.real:
             assert not [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]
             assert importlib.util.find_spec("torchvision") is None
         print("ok")

@@ -12,7 +12,8 @@ import torch
 from helpers.tiny_sam import build_tiny_sam, synthetic_image
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor  # noqa: E402  (after the stand-in)
 
-from dtwin_agent._compat import stubs
+from dtwin_agent._compat import TORCHVISION
+from dtwin_agent._compat import torchvision as tv_stand_in
 from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
 from dtwin_agent.perception import PROPOSERS, get_proposer
@@ -58,10 +59,10 @@ def assert_same(a, b, *, rel: float = 0.0) -> None:
 
 
 def test_torchvision_stand_in_provides_what_segment_anything_imports() -> None:
-    with stubs.torchvision_for_import() as real:
+    with TORCHVISION.for_import() as real:
         if real:
             pytest.skip("a working torchvision is installed: the stand-in is not used")
-        assert stubs.is_stub_active()
+        assert TORCHVISION.active()
         from torchvision.ops import batched_nms as ops_nms
         from torchvision.ops.boxes import batched_nms, box_area
         from torchvision.transforms.functional import resize, to_pil_image
@@ -70,7 +71,7 @@ def test_torchvision_stand_in_provides_what_segment_anything_imports() -> None:
         with pytest.raises(ModuleNotFoundError):
             __import__("torchvision.io")
     # afterwards other libraries probing for torchvision (transformers) see it absent
-    assert not stubs.is_stub_active()
+    assert not TORCHVISION.active()
     import importlib.util
 
     assert importlib.util.find_spec("torchvision") is None
@@ -81,12 +82,12 @@ def test_real_torchvision_wins_when_it_imports(tmp_path, monkeypatch: pytest.Mon
     fake.mkdir()
     (fake / "__init__.py").write_text("REAL = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(stubs, "_real_available", None)
+    monkeypatch.setattr(TORCHVISION, "real", None)
     for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
         monkeypatch.delitem(sys.modules, name)
-    assert stubs.ensure_torchvision() is True
+    assert TORCHVISION.ensure() is True
     assert getattr(sys.modules["torchvision"], "REAL", False)
-    assert not stubs.is_stub_active()
+    assert not TORCHVISION.active()
 
 
 def reference_batched_nms(boxes: np.ndarray, scores: np.ndarray, cats: np.ndarray, thr: float) -> list[int]:
@@ -113,8 +114,8 @@ def reference_batched_nms(boxes: np.ndarray, scores: np.ndarray, cats: np.ndarra
 @pytest.mark.parametrize("thr", [0.3, 0.7])
 def test_batched_nms_matches_per_category_reference(thr: float) -> None:
     batched_nms, box_area = (
-        stubs.batched_nms,
-        stubs.box_area,
+        tv_stand_in.batched_nms,
+        tv_stand_in.box_area,
     )  # the stand-in, even beside a real one
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 50, size=(60, 2))
@@ -133,7 +134,7 @@ def test_resize_matches_torchvision_semantics(image: np.ndarray) -> None:
     from PIL import Image
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    resize, to_pil_image = stubs.resize, stubs.to_pil_image
+    resize, to_pil_image = tv_stand_in.resize, tv_stand_in.to_pil_image
 
     # SAM's call: resize(to_pil_image(uint8 HWC), (h, w)) -> PIL bilinear resize
     expected = np.array(Image.fromarray(image).resize((64, 48), Image.Resampling.BILINEAR))

@@ -2,8 +2,11 @@
 
 Examples:
     python tools/eval.py --dataset reasonseg --split val,test --root data/ReasonSeg --out runs/rs
-    python tools/eval.py --dataset refcoco --split all --root data/refer_seg --concurrency 8 \
+    python tools/eval.py --dataset refcoco --split all --root data/refer_seg --workers 8 \
         --settings '{"models": {"llm": "openai:gpt-4o"}}'
+    # on a Ray cluster, reusing twins built by `dtwin twins build` (reasoning only)
+    python tools/eval.py --dataset reasonseg --split val --root data/ReasonSeg --engine ray \
+        --address auto --twins runs/rs-twins
     # evaluate any other segmenter: a callable (image_path, query, **kw) -> object with .mask/.ids/.usage
     python tools/eval.py --dataset reasonseg --root data/ReasonSeg --segment-fn my_module:segment
 
@@ -28,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--split", default="val", help="split, comma-separated splits, or 'all'")
     p.add_argument("--out", type=Path, default=None, help="results folder (default eval_out/DATASET)")
-    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--workers", "--concurrency", type=int, default=None, help="threads or Ray actors")
+    p.add_argument("--engine", default="local", help="local | ray (docs/scaling.md)")
+    p.add_argument(
+        "--address", default=None, help="ray: cluster to join (default $RAY_ADDRESS or a local Ray)"
+    )
+    p.add_argument("--twins", type=Path, default=None, help="twin shards to reason over (dtwin twins build)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--empty-rule", default="lisa", choices=["lisa", "strict"])
     p.add_argument("--retry-errors", action="store_true")
@@ -68,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out or Path("eval_out") / args.dataset.lower(),
             segment_fn=segment_fn,
             settings=settings,
-            concurrency=args.concurrency,
+            engine=args.engine,
+            workers=args.workers,
+            address=args.address,
+            twins_dir=args.twins,
             limit=args.limit,
             empty_rule=args.empty_rule,
             retry_errors=args.retry_errors,
@@ -82,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except DTwinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the script's last line of defence: one line, exit 1
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "interrupted: finished samples are saved; run the same command again to resume", file=sys.stderr
@@ -89,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(report.markdown)
     print(f"written: {Path(report.results_path).parent / 'summary.md'} and summary.json")
+    if report.n_unfinished:
+        print(
+            f"error: {report.n_unfinished} samples failed at the provider and are not scored "
+            f"(first: {report.first_problem}); run the same command again to finish them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

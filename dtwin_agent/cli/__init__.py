@@ -13,6 +13,7 @@ from dtwin_agent.cli.eval import eval_command
 from dtwin_agent.cli.mcp import mcp
 from dtwin_agent.cli.models import models_app
 from dtwin_agent.cli.segment import segment, twin
+from dtwin_agent.cli.twins import twins_app
 
 app = typer.Typer(
     name="dtwin",
@@ -28,6 +29,7 @@ app.command("mcp")(mcp)
 app.command("eval")(eval_command)
 app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
+app.add_typer(twins_app, name="twins")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -30,6 +30,18 @@ ModelTypeOpt = Annotated[str | None, typer.Option("--sam-model-type", help="vit_
 PointsOpt = Annotated[int | None, typer.Option("--points-per-side", help="SAM grid size")]
 GranularityOpt = Annotated[str | None, typer.Option("--granularity", help="auto | group | object | part")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="local (threads in this process) | ray (an actor pool; docs/scaling.md)"),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="ray: the cluster to join (default $RAY_ADDRESS, else a local Ray)"),
+]
+RayCpusOpt = Annotated[
+    int | None,
+    typer.Option("--ray-cpus", help="ray: CPUs of the local Ray instance it starts (default: all)"),
+]
 
 
 def fail(message: str, code: int) -> None:

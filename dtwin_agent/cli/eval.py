@@ -1,7 +1,9 @@
 """``dtwin eval``: translate options into :func:`dtwin_agent.evaluation.runner.run_eval`, nothing more.
 
 Registered by :mod:`dtwin_agent.cli` as ``app.command("eval")(eval_command)``. Exit codes: 0 success,
-2 bad input (one line on stderr), 1 any other failure, 130 interrupted (rerun to resume).
+2 bad input or a setting that cannot work (one line on stderr, found before the first sample),
+1 any other failure or samples left unfinished by provider failures (rerun to finish them),
+130 interrupted (rerun to resume).
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from typing import Annotated, Any
 import typer
 
 from dtwin_agent.cli._common import (
+    AddressOpt,
     BaseUrlOpt,
     CheckpointOpt,
     ConfigOpt,
     DeviceOpt,
+    EngineOpt,
     LlmOpt,
     ProposerOpt,
+    RayCpusOpt,
     VlmOpt,
+    fail,
     handle_errors,
     settings_from_cli,
 )
 from dtwin_agent.cli._common import out as _out
-from dtwin_agent.errors import InputError
 
 
 @handle_errors(interrupted="interrupted; finished samples are saved, run the same command again to resume")
@@ -36,7 +41,19 @@ def eval_command(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="results folder (default eval_out/DATASET); reused to resume")
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="samples segmented at once")] = 1,
+    engine: EngineOpt = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "--concurrency", help="samples segmented at once (threads or Ray actors)"),
+    ] = None,
+    address: AddressOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    twins: Annotated[
+        Path | None,
+        typer.Option(
+            "--twins", help="twin shards from `dtwin twins build`: reuse them, run the reasoning only"
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most N samples per split")] = None,
     empty_rule: Annotated[
         str, typer.Option("--empty-rule", help="lisa: empty prediction on empty truth scores 1; strict: 0")
@@ -86,26 +103,40 @@ def eval_command(
         options["image_dir"] = image_dir
     if all_queries:
         options["all_queries"] = True
-    try:
-        report = run_eval(
-            dataset,
-            root,
-            split,
-            out_dir=out_dir or Path("eval_out") / dataset.lower(),
-            settings=settings,
-            concurrency=concurrency,
-            limit=limit,
-            empty_rule=empty_rule,  # type: ignore[arg-type]
-            retry_errors=retry_errors,
-            method=method,
-            dataset_options=options,
-            progress=progress,
-        )
-    except TypeError as exc:  # a loader option the dataset does not take
-        raise InputError(f"bad option for {dataset}: {exc}") from exc
+    report = run_eval(
+        dataset,
+        root,
+        split,
+        out_dir=out_dir or Path("eval_out") / dataset.lower(),
+        settings=settings,
+        engine=engine,
+        workers=workers,
+        address=address,
+        num_cpus=ray_cpus,
+        twins_dir=twins,
+        limit=limit,
+        empty_rule=empty_rule,  # type: ignore[arg-type]
+        retry_errors=retry_errors,
+        method=method,
+        dataset_options=options,
+        progress=progress,
+    )
     _out.print(rich_table(report))
     _out.print(
-        f"{report.n_samples} samples ({report.n_new} new, {report.n_errors} errors); "
-        f"table: {Path(report.results_path).parent / 'summary.md'}",
+        f"{report.n_samples} samples ({report.n_new} new, {report.n_errors} errors, {report.n_bad} bad, "
+        f"{report.n_unfinished} unfinished); table: {Path(report.results_path).parent / 'summary.md'}",
         highlight=False,
     )
+    if report.n_bad:
+        _out.print(
+            f"{report.n_bad} bad samples (annotation or image unreadable) are not scored; "
+            f"first: {report.first_problem}",
+            highlight=False,
+            markup=False,
+        )
+    if report.n_unfinished:
+        fail(
+            f"{report.n_unfinished} samples failed at the provider and are not scored "
+            f"(first: {report.first_problem}); run the same command again to finish them",
+            1,
+        )

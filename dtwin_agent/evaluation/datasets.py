@@ -15,6 +15,11 @@ LISA's evaluation code so that gIoU / cIoU are comparable with published numbers
 - **RefCOCO family**: one sample per (referring expression, sentence), the sentence's ``sent``
   field as the query, the referred annotation's mask (polygons or RLE, parts merged), no ignore.
 - **LLM-Seg40K**: one sample per question, the ``rle_seg`` COCO RLE as the mask, no ignore.
+- **images**: a plain folder of images (recursively), for ``dtwin twins build``; no ground truth.
+
+A bad annotation never stops a listing: the sample is yielded, and reading its masks
+(:meth:`Sample.load_masks`) raises :class:`~dtwin_agent.errors.InputError` naming the file and the
+entry, so the evaluation records that one sample as a ``data`` error and goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ EVAL_SPLITS: dict[str, tuple[str, ...]] = {
     "refcoco+": ("val", "testA", "testB"),
     "refcocog": ("val", "test"),
     "llmseg40k": ("val", "test"),
+    "images": ("all",),
 }
 
 #: Default ``splitBy`` of each RefCOCO-family dataset (the refs file is ``refs(<splitBy>).p``).
@@ -53,6 +59,8 @@ _ALIASES = {
     "llmseg40k": "llmseg40k",
     "llm-seg40k": "llmseg40k",
     "llm_seg40k": "llmseg40k",
+    "images": "images",
+    "folder": "images",
 }
 
 
@@ -95,12 +103,22 @@ class Sample:
             self._load = None
             self._masks = (np.asarray(masks[0], dtype=bool), np.asarray(masks[1], dtype=bool))
 
+    def load_masks(self) -> MaskPair:
+        """``(gt, ignore)`` read now and not kept (a long run holds no mask it has scored).
+
+        Raises:
+            InputError: the annotation is missing or malformed (the message names file and entry).
+        """
+        if self._masks is not None:
+            return self._masks
+        if self._load is None:  # pragma: no cover - set in __init__
+            raise RuntimeError("sample has no masks")
+        gt, ignore = self._load()
+        return np.asarray(gt, dtype=bool), np.asarray(ignore, dtype=bool)
+
     def _get(self) -> MaskPair:
         if self._masks is None:
-            if self._load is None:  # pragma: no cover - set in __init__
-                raise RuntimeError("sample has no masks")
-            gt, ignore = self._load()
-            self._masks = (np.asarray(gt, dtype=bool), np.asarray(ignore, dtype=bool))
+            self._masks = self.load_masks()
         return self._masks
 
     @property
@@ -126,7 +144,7 @@ class Sample:
 
 
 def canonical_name(name: str) -> str:
-    """Return the canonical dataset name: reasonseg, refcoco, refcoco+, refcocog or llmseg40k.
+    """Return the canonical dataset name: reasonseg, refcoco, refcoco+, refcocog, llmseg40k or images.
 
     Raises:
         InputError: for an unknown name.
@@ -163,58 +181,137 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _read_json(path: Path) -> Any:
+    """Parse a JSON file (UTF-8, else cp1252 as LISA does for a few ReasonSeg files).
+
+    Raises:
+        InputError: naming the file when it cannot be read or parsed.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        return json.loads(path.read_text(encoding="cp1252"))  # as LISA does for a few files
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1252")
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: neither UTF-8 nor cp1252 text") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def reasonseg_label_map(annotation: dict[str, Any], height: int, width: int) -> np.ndarray:
-    """Draw the LISA label map of one ReasonSeg annotation: uint8 0 background, 1 target, 255 ignore.
+#: LabelMe's drawing sizes for ``line`` / ``linestrip`` (stroke width) and ``point`` (disc radius),
+#: from ``labelme.utils.shape.shape_to_mask``.
+LABELME_LINE_WIDTH = 10
+LABELME_POINT_SIZE = 5
+#: shape_type -> the number of points LabelMe requires (``None``: any number >= 1).
+_LABELME_POINTS: dict[str, int | None] = {
+    "polygon": None,
+    "rectangle": 2,
+    "circle": 2,
+    "line": 2,
+    "linestrip": None,
+    "point": 1,
+}
 
-    Reproduces LISA's ``get_mask_from_json``: ``flag`` shapes are skipped, shapes are sorted by
-    filled area, largest first, and each is drawn with ``cv2.polylines`` (thickness 1) then
-    ``cv2.fillPoly``; labels containing ``ignore`` draw 255, all others 1.
+
+def _shape_points(shape: Any, where: str) -> tuple[str, np.ndarray]:
+    """Validate one LabelMe shape: ``(shape_type, int32 N x 2 points)`` or an InputError naming it."""
+    if not isinstance(shape, dict):
+        raise InputError(f"{where}: a shape must be an object, got {type(shape).__name__}")
+    kind = shape.get("shape_type") or "polygon"
+    if kind not in _LABELME_POINTS:
+        raise InputError(f"{where}: unsupported shape_type {kind!r}; supported: {', '.join(_LABELME_POINTS)}")
+    try:
+        pts = np.asarray(shape.get("points"), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: points are not [x, y] number pairs") from exc
+    if pts.size == 0:
+        raise InputError(f"{where}: {kind} has no points")
+    if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+        raise InputError(f"{where}: points are not [x, y] number pairs")
+    need = _LABELME_POINTS[kind]
+    if need is not None and len(pts) != need:
+        raise InputError(f"{where}: a {kind} needs {need} point(s), got {len(pts)}")
+    return kind, pts.astype(np.int32)  # LISA truncates to int32 the same way
+
+
+def draw_labelme_shape(canvas: np.ndarray, kind: str, pts: np.ndarray, value: int) -> None:
+    """Draw one LabelMe shape into ``canvas`` (uint8 ``H x W``) with ``value``, as what it is.
+
+    - ``polygon``: ``cv2.polylines`` (thickness 1) then ``cv2.fillPoly``, exactly LISA's drawing;
+    - ``rectangle``: the filled box between its two corners;
+    - ``circle``: the filled disc around the first point through the second;
+    - ``line`` / ``linestrip``: a stroke of LabelMe's width (10 px);
+    - ``point``: a filled disc of LabelMe's point size (radius 5).
+
+    LabelMe defines these in ``labelme.utils.shape.shape_to_mask``; LISA draws every shape as a
+    polygon, which turns a 2-point rectangle into a thin line (a correct prediction scored ~0).
     """
     import cv2
 
-    shapes = annotation.get("shapes")
+    if kind == "polygon":
+        cv2.polylines(canvas, [pts], True, value, 1)
+        cv2.fillPoly(canvas, [pts], value)
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = pts
+        cv2.rectangle(canvas, (int(x0), int(y0)), (int(x1), int(y1)), value, thickness=-1)
+    elif kind == "circle":
+        (cx, cy), (px, py) = pts
+        radius = int(round(float(np.hypot(cx - px, cy - py))))
+        cv2.circle(canvas, (int(cx), int(cy)), radius, value, thickness=-1)
+    elif kind in ("line", "linestrip"):
+        cv2.polylines(canvas, [pts], False, value, LABELME_LINE_WIDTH)
+    else:  # point
+        (cx, cy) = pts[0]
+        cv2.circle(canvas, (int(cx), int(cy)), LABELME_POINT_SIZE, value, thickness=-1)
+
+
+def reasonseg_label_map(
+    annotation: dict[str, Any], height: int, width: int, *, source: str = "annotation"
+) -> np.ndarray:
+    """Draw the LISA label map of one ReasonSeg annotation: uint8 0 background, 1 target, 255 ignore.
+
+    Reproduces LISA's ``get_mask_from_json``: ``flag`` shapes are skipped, shapes are sorted by
+    filled area, largest first, and each is drawn (:func:`draw_labelme_shape`); labels containing
+    ``ignore`` draw 255, all others 1. Non-polygon LabelMe shapes are drawn as what they are.
+
+    Raises:
+        InputError: naming ``source`` and the shape, for a missing ``shapes`` list, an unknown
+            shape type, empty points or the wrong number of points.
+
+    """
+    shapes = annotation.get("shapes") if isinstance(annotation, dict) else None
     if not isinstance(shapes, list):
-        raise InputError("ReasonSeg annotation has no 'shapes' list")
+        raise InputError(f"{source}: no 'shapes' list")
     areas: list[int] = []
-    valid: list[dict[str, Any]] = []
-    for shape in shapes:
-        label = str(shape.get("label", ""))
+    valid: list[tuple[str, np.ndarray, int]] = []
+    for index, shape in enumerate(shapes):
+        label = str(shape.get("label", "")) if isinstance(shape, dict) else ""
         if label.lower() == "flag":
             continue
-        pts = np.array([shape["points"]], dtype=np.int32)
+        kind, pts = _shape_points(shape, f"{source}: shape {index} ({label or 'no label'})")
         tmp = np.zeros((height, width), dtype=np.uint8)
-        cv2.polylines(tmp, pts, True, 1, 1)
-        cv2.fillPoly(tmp, pts, 1)
+        draw_labelme_shape(tmp, kind, pts, 1)
         areas.append(int(tmp.sum()))
-        valid.append(shape)
+        valid.append((kind, pts, 255 if "ignore" in label.lower() else 1))
     order = list(np.argsort(areas)[::-1].astype(np.int32)) if areas else []
     label_map = np.zeros((height, width), dtype=np.uint8)
     for idx in order:
-        shape = valid[idx]
-        value = 255 if "ignore" in str(shape.get("label", "")).lower() else 1
-        pts = np.array([shape["points"]], dtype=np.int32)
-        cv2.polylines(label_map, pts, True, value, 1)
-        cv2.fillPoly(label_map, pts, value)
+        kind, pts, value = valid[idx]
+        draw_labelme_shape(label_map, kind, pts, value)
     return label_map
 
 
-def _reasonseg_masks(image_path: Path, anno: dict[str, Any]) -> Callable[[], MaskPair]:
-    cache: list[MaskPair] = []
-
+def _reasonseg_masks(image_path: Path, json_path: Path, anno: Any) -> Callable[[], MaskPair]:
     def load() -> MaskPair:
-        if not cache:
-            height, width = _image_size(image_path)
-            label_map = reasonseg_label_map(anno, height, width)
-            cache.append((label_map == 1, label_map == 255))
-        return cache[0]
+        if isinstance(anno, InputError):
+            raise anno
+        height, width = _image_size(image_path)
+        label_map = reasonseg_label_map(anno, height, width, source=str(json_path))
+        return label_map == 1, label_map == 255
 
     return load
 
@@ -246,19 +343,29 @@ def load_reasonseg(root: str | Path, split: str = "val", *, all_queries: bool = 
     return _iter_reasonseg(images, split, all_queries)
 
 
+def _reasonseg_annotation(image_path: Path) -> tuple[Path, Any, list[str], bool]:
+    """``(json path, annotation or the InputError reading it, texts, is_sentence)`` of one image."""
+    json_path = image_path.with_suffix(".json")
+    if not json_path.is_file():
+        return json_path, InputError(f"{image_path}: annotation {json_path.name} is missing"), [""], False
+    try:
+        anno = _read_json(json_path)
+    except InputError as exc:
+        return json_path, exc, [""], False
+    if not isinstance(anno, dict):
+        return json_path, InputError(f"{json_path}: expected a JSON object"), [""], False
+    texts = anno.get("text")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        return json_path, InputError(f"{json_path}: 'text' is empty, missing or not strings"), [""], False
+    return json_path, anno, texts, bool(anno.get("is_sentence", False))
+
+
 def _iter_reasonseg(images: list[Path], split: str, all_queries: bool) -> Iterator[Sample]:
     for image_path in images:
-        json_path = image_path.with_suffix(".json")
-        if not json_path.is_file():
-            raise InputError(f"{image_path.name}: annotation {json_path.name} is missing")
-        anno = _read_json(json_path)
-        texts = anno.get("text")
-        if isinstance(texts, str):
-            texts = [texts]
-        if not texts:
-            raise InputError(f"{json_path}: 'text' is empty or missing")
-        is_sentence = bool(anno.get("is_sentence", False))
-        masks = _reasonseg_masks(image_path, anno)
+        json_path, anno, texts, is_sentence = _reasonseg_annotation(image_path)
+        masks = _reasonseg_masks(image_path, json_path, anno)
         chosen = list(enumerate(texts)) if all_queries else [(0, texts[0])]
         for q_index, text in chosen:
             sid = f"{split}/{image_path.stem}" + (f"#{q_index}" if all_queries else "")
@@ -273,6 +380,7 @@ def _iter_reasonseg(images: list[Path], split: str, all_queries: bool) -> Iterat
                     "is_sentence": is_sentence,
                     "query_type": "long" if is_sentence else "short",
                     "query_index": q_index,
+                    "annotation": str(json_path),
                 },
             )
 
@@ -290,12 +398,21 @@ def _load_refs(path: Path) -> list[dict[str, Any]]:
 
 
 def _coco_ann_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Decode a COCO segmentation (polygons, RLE dicts or a list of them) to one bool ``H x W`` mask.
+
+    Raises:
+        InputError: for an empty polygon, a malformed RLE (e.g. ``counts`` stored as the text of a
+            Python bytes literal ``"b'...'"``) or an unsupported type.
+    """
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
         if not segmentation:
             return np.zeros((height, width), dtype=bool)
-        if isinstance(segmentation[0], list):  # polygons
+        if all(isinstance(p, list) for p in segmentation):  # polygons
+            bad = [k for k, p in enumerate(segmentation) if len(p) < 6 or len(p) % 2]
+            if bad:
+                raise InputError(f"polygon {bad[0]} needs at least 3 x,y pairs")
             rles = mask_utils.frPyObjects(segmentation, height, width)
         else:  # a list of RLE dicts
             rles = [_rle_bytes(r, height, width) for r in segmentation]
@@ -303,34 +420,53 @@ def _coco_ann_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
         rles = [_rle_bytes(segmentation, height, width)]
     else:
         raise InputError(f"unsupported segmentation of type {type(segmentation).__name__}")
-    decoded = mask_utils.decode(rles)
+    try:
+        decoded = mask_utils.decode(rles)
+    except Exception as exc:  # noqa: BLE001 - pycocotools raises bare ValueError / TypeError / MemoryError
+        raise InputError(f"segmentation cannot be decoded ({type(exc).__name__}: {exc})") from exc
     if decoded.ndim == 3:
         decoded = decoded.sum(axis=2)
+    if decoded.shape != (height, width):
+        raise InputError(f"segmentation is {decoded.shape[1]}x{decoded.shape[0]}, the image {width}x{height}")
     return decoded > 0
 
 
-def _coco_masks(segmentation: Any, height: int, width: int) -> Callable[[], MaskPair]:
-    cache: list[MaskPair] = []
+def _coco_masks(where: str, segmentation: Any, size: Callable[[], tuple[int, int]]) -> Callable[[], MaskPair]:
+    """A loader decoding ``segmentation`` at ``size() = (height, width)``; errors name ``where``."""
 
     def load() -> MaskPair:
-        if not cache:
-            gt = _coco_ann_mask(segmentation, height, width)
-            cache.append((gt, np.zeros_like(gt)))
-        return cache[0]
+        try:
+            height, width = size()
+            gt = _coco_ann_mask(segmentation, int(height), int(width))
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: malformed annotation ({type(exc).__name__}: {exc})") from exc
+        return gt, np.zeros_like(gt)
 
     return load
 
 
-def _rle_bytes(rle: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+def _rle_bytes(rle: Any, height: int, width: int) -> dict[str, Any]:
     from pycocotools import mask as mask_utils
 
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        raise InputError("an RLE needs 'size' and 'counts'")
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE
         return mask_utils.frPyObjects(rle, height, width)
-    return {
-        "size": list(rle["size"]),
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-    }
+    if isinstance(counts, str) and counts[:2] in ("b'", 'b"'):
+        raise InputError(
+            "RLE 'counts' is the text of a Python bytes literal (str(bytes)); "
+            "store counts.decode('ascii') instead"
+        )
+    if not isinstance(counts, (str, bytes)):
+        raise InputError(f"RLE 'counts' must be a string or a list, got {type(counts).__name__}")
+    try:
+        encoded = counts.encode("ascii") if isinstance(counts, str) else counts
+    except UnicodeEncodeError as exc:
+        raise InputError("RLE 'counts' is not ASCII") from exc
+    return {"size": [int(v) for v in rle["size"]], "counts": encoded}
 
 
 def _first_dir(candidates: list[Path], what: str) -> Path:
@@ -406,15 +542,33 @@ def _iter_refcoco(
     split: str,
     split_by: str,
 ) -> Iterator[Sample]:
-    images = {im["id"]: im for im in instances["images"]}
-    anns = {a["id"]: a for a in instances["annotations"]}
+    images = {im.get("id"): im for im in instances.get("images", []) if isinstance(im, dict)}
+    anns = {a.get("id"): a for a in instances.get("annotations", []) if isinstance(a, dict)}
     for ref in sorted(refs, key=lambda r: r["ref_id"]):
-        image = images[ref["image_id"]]
-        ann = anns[ref["ann_id"]]
-        masks = _coco_masks(ann["segmentation"], int(image["height"]), int(image["width"]))
-        for sent in ref["sentences"]:
+        where = f"{dataset} ({split_by}) ref {ref['ref_id']}"
+        image = images.get(ref.get("image_id"), {})
+        ann = anns.get(ref.get("ann_id"))
+        if not image:
+            problem: InputError | None = InputError(
+                f"{where}: image {ref.get('image_id')} not in instances.json"
+            )
+        elif ann is None:
+            problem = InputError(f"{where}: annotation {ref.get('ann_id')} not in instances.json")
+        else:
+            problem = None
+        masks = (
+            _failing(problem)
+            if problem is not None
+            else _coco_masks(
+                f"{where} (annotation {ref['ann_id']})",
+                ann.get("segmentation"),
+                lambda image=image: (image["height"], image["width"]),
+            )
+        )
+        file_name = image.get("file_name") or ref.get("file_name") or f"missing-image-{ref.get('image_id')}"
+        for sent in ref.get("sentences", []):
             yield Sample(
-                img_dir / image["file_name"],
+                img_dir / file_name,
                 str(sent.get("sent", sent.get("raw", ""))),
                 masks,
                 meta={
@@ -423,10 +577,19 @@ def _iter_refcoco(
                     "split": split,
                     "split_by": split_by,
                     "ref_id": ref["ref_id"],
-                    "ann_id": ref["ann_id"],
-                    "image_id": ref["image_id"],
+                    "ann_id": ref.get("ann_id"),
+                    "image_id": ref.get("image_id"),
                 },
             )
+
+
+def _failing(error: InputError) -> Callable[[], MaskPair]:
+    """A mask loader that raises ``error`` (a sample whose annotation is known to be bad)."""
+
+    def load() -> MaskPair:
+        raise error
+
+    return load
 
 
 # ---------------------------------------------------------------------------------------- LLM-Seg40K
@@ -481,15 +644,24 @@ def _iter_llmseg(
 ) -> Iterator[Sample]:
     for image_name in sorted(data):
         entry = data[image_name]
+        entry = entry if isinstance(entry, dict) else {}
         source = entry.get("from_dataset", "coco")
-        if source not in dirs:
-            raise InputError(f"{split_path}: {image_name}: unknown from_dataset {source!r}")
-        for k, qa in enumerate(entry.get("qa_pairs", [])):
-            rle = qa["rle_seg"]
+        folder = dirs.get(source, dirs["coco"])
+        pairs = entry.get("qa_pairs")
+        for k, qa in enumerate(pairs if isinstance(pairs, list) else [None]):
+            where = f"{split_path}: {image_name} qa_pairs[{k}]"
+            qa = qa if isinstance(qa, dict) else {}
+            rle = qa.get("rle_seg")
+            if source not in dirs:
+                masks = _failing(InputError(f"{split_path}: {image_name}: unknown from_dataset {source!r}"))
+            elif not qa.get("question") or not isinstance(rle, dict):
+                masks = _failing(InputError(f"{where}: needs 'question' and an 'rle_seg' object"))
+            else:
+                masks = _coco_masks(where, rle, lambda rle=rle: (rle["size"][0], rle["size"][1]))
             yield Sample(
-                dirs[source] / image_name,
-                str(qa["question"]),
-                _coco_masks(rle, int(rle["size"][0]), int(rle["size"][1])),
+                folder / image_name,
+                str(qa.get("question") or ""),
+                masks,
                 meta={
                     "sample_id": f"{split}/{image_name}#{k}",
                     "dataset": "llmseg40k",
@@ -500,29 +672,87 @@ def _iter_llmseg(
             )
 
 
+# ------------------------------------------------------------------------------------- image folder
+
+
+def load_image_folder(root: str | Path, split: str = "all") -> Iterator[Sample]:
+    """Yield one sample per image file under ``root`` (recursively, sorted), without ground truth.
+
+    ``split`` names a subfolder, or ``all`` for the whole tree. The sample id is the path relative
+    to ``root``; the query is empty and reading the masks raises (there is no ground truth), so this
+    loader serves ``dtwin twins build`` only.
+
+    Raises:
+        InputError: a missing folder or one with no image.
+    """
+    root = _require_dir(Path(root), "image folder")
+    base = root if split in ("all", "", ".") else _require_dir(root / split, f"split folder {split!r}")
+    images = sorted(p for p in base.rglob("*") if p.suffix in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise InputError(
+            f"no image ({', '.join(sorted(set(s.lower() for s in IMAGE_SUFFIXES)))}) under {base}"
+        )
+    no_truth = _failing(InputError("a plain image folder has no ground truth"))
+    for path in images:
+        rel = path.relative_to(root).as_posix()
+        yield Sample(path, "", no_truth, meta={"sample_id": rel, "dataset": "images", "split": split})
+
+
 # ------------------------------------------------------------------------------------------ registry
+
+
+_LOADERS: dict[str, Callable[..., Iterator[Sample]]] = {
+    "reasonseg": load_reasonseg,
+    "refcoco": load_refcoco,
+    "refcoco+": load_refcoco,
+    "refcocog": load_refcoco,
+    "llmseg40k": load_llmseg40k,
+    "images": load_image_folder,
+}
+_POSITIONAL = {"root", "dataset", "split"}
+
+
+def loader_options(name: str) -> list[str]:
+    """The options (``--dataset-option`` keys) the loader of dataset ``name`` takes."""
+    import inspect
+
+    params = inspect.signature(_LOADERS[canonical_name(name)]).parameters
+    return [p for p in params if p not in _POSITIONAL]
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse loader options the dataset does not take, naming them and the ones it does.
+
+    Raises:
+        InputError: for an unknown option.
+    """
+    known = loader_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(
+            f"{canonical_name(name)} takes no option {', '.join(unknown)}; "
+            f"its options: {', '.join(known) or 'none'}"
+        )
 
 
 def load_dataset(name: str, root: str | Path, split: str, **options: Any) -> Iterator[Sample]:
     """Yield the samples of benchmark ``name`` / ``split`` under ``root``.
 
     Args:
-        name: ``reasonseg`` | ``refcoco`` | ``refcoco+`` | ``refcocog`` | ``llmseg40k`` (aliases accepted).
+        name: ``reasonseg`` | ``refcoco`` | ``refcoco+`` | ``refcocog`` | ``llmseg40k`` | ``images``
+            (aliases accepted).
         root: the dataset folder (see each loader).
         split: the split name.
         **options: passed to the loader (e.g. ``split_by``, ``image_dir``, ``all_queries``).
 
     Raises:
-        InputError: unknown dataset, missing root or files.
+        InputError: unknown dataset or option, missing root or files.
 
     """
     canon = canonical_name(name)
+    check_options(canon, options)
     if not Path(root).is_dir():
         raise InputError(f"dataset root not found: {root}")
-    loaders: dict[str, Callable[..., Iterator[Sample]]] = {
-        "reasonseg": lambda: load_reasonseg(root, split, **options),
-        "llmseg40k": lambda: load_llmseg40k(root, split, **options),
-    }
-    if canon in loaders:
-        return loaders[canon]()
-    return load_refcoco(root, canon, split, **options)
+    if canon in REFCOCO_SPLIT_BY:
+        return load_refcoco(root, canon, split, **options)
+    return _LOADERS[canon](root, split, **options)

@@ -1,55 +1,74 @@
 """Resumable benchmark evaluation: gIoU / cIoU tables in the layout of the paper's Table 1.
 
-:func:`run_eval` segments every sample of a benchmark split and appends one JSON line per sample
-to ``OUT/results.jsonl`` as soon as it is scored (flushed and fsynced). Running it again with the
-same ``OUT`` folder skips every sample already in the file, so an interrupted run resumes where it
-stopped and no sample is paid for twice. A Ctrl-C lets the samples already being segmented finish
-and records them before stopping. A half-written last line (a killed process) is cut off on resume.
+:func:`run_eval` segments every sample of a benchmark split on an engine (``local`` threads or a
+``ray`` actor pool, :mod:`dtwin_agent.evaluation.engines`; the same workers either way) and appends
+one JSON line per sample to ``OUT/results.jsonl`` as soon as it is scored (flushed and fsynced).
+This process is the only writer and scores every answer itself, reading the ground truth inside the
+per-sample error handling, so the records, the metrics and the table are the same whatever engine
+ran the segmentation. Running it again with the same ``OUT`` skips every finished sample, so an
+interrupted run resumes where it stopped and no sample is paid for twice. With the local engine a
+Ctrl-C lets the samples already running finish and records them before stopping. A half-written
+last line (a killed process) is cut off on resume.
+
+Models are built and checked before the first sample: a configuration error (a broken ``--llm``)
+stops the run with nothing recorded. A failed sample is recorded with ``error`` and its
+``error_kind`` (:func:`dtwin_agent.evaluation.work.failure_kind`):
+
+- ``method``: the pipeline failed on it; scored as an empty prediction (the failure costs the
+  method its IoU, as a missing answer should); ``retry_errors=True`` runs it again;
+- ``data``: its annotation or image cannot be read; not scored, counted as a bad sample;
+- ``provider``: a provider kept failing; not scored and never finished: the next run does it again.
+  After ``max_provider_failures`` such samples in a row the run stops.
 
 The final table (:func:`render_markdown`) is printed and written as ``OUT/summary.md`` and
 ``OUT/summary.json``. For ReasonSeg its columns are Table 1's: val, test short query, test long
 query, test overall, each with gIoU and cIoU (in percent). Other datasets get one column per split.
-
-A sample whose segmentation raised is recorded with ``error`` and scored as an empty prediction
-(the failure costs the method its IoU, as a missing answer should); ``retry_errors=True`` runs such
-samples again on resume.
+With ``twins_dir`` (twins built by ``dtwin twins build``) each sample reuses its image's twin and
+only the reasoning runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from dtwin_agent.errors import InputError
-from dtwin_agent.evaluation.datasets import EVAL_SPLITS, Sample, canonical_name, load_dataset
+from dtwin_agent.errors import ConfigError, InputError, ProviderError
+from dtwin_agent.evaluation.datasets import EVAL_SPLITS, Sample, canonical_name, check_options, load_dataset
+from dtwin_agent.evaluation.engines import get_engine
+from dtwin_agent.evaluation.jsonl import JsonlWriter, atomic_write, read_jsonl
 from dtwin_agent.evaluation.metrics import EMPTY_RULES, EmptyRule, from_counts, intersection_union, sample_iou
+from dtwin_agent.evaluation.progress import Progress, ProgressCallback
+from dtwin_agent.evaluation.work import WorkSpec, check_models, describe
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "run.json"
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
-RECORD_VERSION = 1
-
-SegmentFn = Callable[..., Any]
-ProgressCallback = Callable[[int, int, dict[str, Any]], None]
+RECORD_VERSION = 2
+#: stop after this many samples in a row failed at the provider (the rest would fail the same way)
+MAX_PROVIDER_FAILURES = 5
+#: error kinds whose samples are not scored (no ground truth, or no answer through no fault of the method)
+UNSCORED = ("data", "provider")
 
 
 class ColumnScore(BaseModel):
-    """gIoU and cIoU (fractions in [0, 1]) of one table column, over ``n`` samples."""
+    """gIoU and cIoU (fractions in [0, 1]) of one table column, over ``n`` scored samples.
+
+    ``errors`` of them failed in the method (scored as empty predictions); ``bad`` samples had an
+    unreadable annotation or image and ``unfinished`` ones failed at the provider: neither is scored.
+    """
 
     giou: float
     ciou: float
     n: int
     errors: int = 0
+    bad: int = 0
+    unfinished: int = 0
 
 
 class EvalReport(BaseModel):
@@ -60,9 +79,15 @@ class EvalReport(BaseModel):
     method: str
     empty_rule: str
     columns: dict[str, ColumnScore] = Field(description="table column -> scores, in table order")
-    n_samples: int
-    n_errors: int
+    n_samples: int = Field(description="samples recorded (scored, bad and unfinished)")
+    n_errors: int = Field(description="samples the method failed on (scored as empty predictions)")
+    n_bad: int = Field(default=0, description="samples whose annotation or image could not be read")
+    n_unfinished: int = Field(default=0, description="samples that failed at the provider (run again)")
+    first_problem: str | None = Field(default=None, description="the first bad or unfinished sample's error")
     n_new: int = Field(description="samples segmented by this call (the rest came from the results file)")
+    engine: str = "local"
+    workers: int = 1
+    twins: str | None = Field(default=None, description="twin shards the reasoning ran over")
     usage_totals: dict[str, float] = Field(
         default_factory=dict, description="numeric usage fields summed by name"
     )
@@ -116,12 +141,6 @@ def sum_usage(usages: Iterable[Any]) -> tuple[dict[str, float], dict[str, float]
 # ----------------------------------------------------------------------------------- results file
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_results(path: str | Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
     """Read a results JSONL file: ``sample_id -> record`` (a later line for an id wins).
 
@@ -133,100 +152,46 @@ def read_results(path: str | Path, *, repair: bool = False) -> dict[str, dict[st
         InputError: if a complete line is not a JSON object with a ``sample_id``.
 
     """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        if repair:
-            with path.open("r+b") as fh:
-                fh.truncate(cut)
-        data = data[:cut]
-    out: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from exc
-        if not isinstance(rec, dict) or "sample_id" not in rec:
-            raise InputError(f"{path}:{lineno}: a result line needs a sample_id")
-        out[str(rec["sample_id"])] = rec
-    return out
+    return read_jsonl(path, "sample_id", repair=repair)
 
 
-class _ResultsWriter:
-    """Appends records as JSON lines, one write + flush + fsync each."""
-
-    def __init__(self, path: Path):
-        self._fh = path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
-        with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
+def error_kind(record: Mapping[str, Any]) -> str | None:
+    """The error kind of a record (records written before kinds existed: ``method``)."""
+    if not record.get("error"):
+        return None
+    return str(record.get("error_kind") or "method")
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    return str(obj)
+def is_finished(record: Mapping[str, Any], retry_errors: bool = False) -> bool:
+    """Whether a recorded sample is done: scored, or failed for its own reasons (not at the provider)."""
+    kind = error_kind(record)
+    if kind is None:
+        return True
+    return kind != "provider" and not retry_errors
 
 
 # ------------------------------------------------------------------------------------ one sample
 
 
-def default_segment_fn() -> SegmentFn:
-    """``dtwin_agent.api.segment``, imported on first use."""
-    from dtwin_agent.api import segment
+def default_segment_fn() -> Any:
+    """The segment function of an evaluation given none: ``None``, the dtwin-agent pipeline.
 
-    return segment
-
-
-def score_sample(
-    sample: Sample, segment_fn: SegmentFn, settings: Any = None, empty_rule: EmptyRule = "lisa"
-) -> dict[str, Any]:
-    """Segment one sample and build its result record (never raises for a failed segmentation).
-
-    The record holds ``sample_id``, ``split``, ``query_type``, ``image``, ``query``,
-    ``intersection``, ``union``, ``iou`` (under ``empty_rule``), ``pred_area``, ``gt_area``,
-    ``ids``, ``usage``, ``seconds`` and ``error`` (``None`` on success).
+    Workers then run :func:`dtwin_agent.segment` with their proposer loaded once.
     """
-    start = time.perf_counter()
-    error: str | None = None
-    ids: list[int] = []
-    usage: dict[str, Any] = {}
-    gt, ignore = sample.gt_mask, sample.ignore_mask
-    pred = np.zeros_like(gt)
-    try:
-        kwargs = {"settings": settings} if settings is not None else {}
-        result = segment_fn(str(sample.image_path), sample.query, **kwargs)
-        usage = _usage_dict(getattr(result, "usage", None))
-        ids = [int(i) for i in (getattr(result, "ids", None) or [])]
-        mask = np.asarray(result.mask)
-        if mask.shape != gt.shape:
-            raise InputError(f"prediction has shape {mask.shape}, the ground truth {gt.shape}")
-        pred = mask.astype(bool)
-    except Exception as exc:  # noqa: BLE001 - a failed sample is recorded, not fatal
-        error = f"{type(exc).__name__}: {exc}"
-        pred = np.zeros_like(gt)
-    inter, union = intersection_union(pred, gt, ignore)
-    keep = ~ignore
-    return {
+    return None
+
+
+def score_answer(sample: Sample, answer: Mapping[str, Any], empty_rule: EmptyRule = "lisa") -> dict[str, Any]:
+    """Score one worker answer against the sample's ground truth: the sample's result record.
+
+    The ground truth is read here, inside the per-sample handling: an annotation that cannot be
+    read becomes this sample's ``data`` error naming the file and entry; it never stops the run.
+    The record holds ``sample_id``, ``dataset``, ``split``, ``query_type``, ``image``, ``query``,
+    ``intersection``, ``union``, ``iou`` (under ``empty_rule``; ``None`` when not scored),
+    ``pred_area``, ``gt_area``, ``ids``, ``usage``, ``seconds``, ``worker``, ``error`` and
+    ``error_kind``.
+    """
+    record: dict[str, Any] = {
         "version": RECORD_VERSION,
         "sample_id": sample.sample_id,
         "dataset": sample.meta.get("dataset"),
@@ -234,15 +199,44 @@ def score_sample(
         "query_type": sample.meta.get("query_type"),
         "image": str(sample.image_path),
         "query": sample.query,
+        "intersection": None,
+        "union": None,
+        "iou": None,
+        "pred_area": None,
+        "gt_area": None,
+        "ids": list(answer.get("ids") or []),
+        "usage": dict(answer.get("usage") or {}),
+        "seconds": answer.get("seconds", 0.0),
+        "worker": answer.get("worker"),
+        "error": answer.get("error"),
+        "error_kind": answer.get("error_kind"),
+    }
+    try:
+        gt, ignore = sample.load_masks()
+    except Exception as exc:  # noqa: BLE001 - a bad annotation is this sample's error, never the run's
+        return record | {"error": describe(exc), "error_kind": "data"}
+    if record["error_kind"] in UNSCORED:
+        return record
+    pred = np.zeros_like(gt)
+    if record["error"] is None:
+        try:
+            from dtwin_agent import masks as mask_ops
+            from dtwin_agent.twin import RLE
+
+            pred = mask_ops.decode(RLE.model_validate(answer["mask"]))
+            if pred.shape != gt.shape:
+                raise InputError(f"prediction has shape {pred.shape}, the ground truth {gt.shape}")
+        except Exception as exc:  # noqa: BLE001 - an unusable prediction is the method's failure
+            record |= {"error": describe(exc), "error_kind": "method"}
+            pred = np.zeros_like(gt)
+    inter, union = intersection_union(pred, gt, ignore)
+    keep = ~ignore
+    return record | {
         "intersection": inter,
         "union": union,
         "iou": sample_iou(inter, union, empty_rule),
         "pred_area": int(np.count_nonzero(pred & keep)),
         "gt_area": int(np.count_nonzero(gt & keep)),
-        "ids": ids,
-        "usage": usage,
-        "seconds": round(time.perf_counter() - start, 4),
-        "error": error,
     }
 
 
@@ -270,16 +264,27 @@ def table_columns(dataset: str, splits: Iterable[str]) -> list[tuple[str, str, s
 def compute_columns(
     records: Iterable[Mapping[str, Any]], dataset: str, splits: list[str], empty_rule: EmptyRule = "lisa"
 ) -> dict[str, ColumnScore]:
-    """Scores per table column from result records (the empty rule is applied here, not read back)."""
+    """Scores per table column from result records (the empty rule is applied here, not read back).
+
+    Records of bad samples (``data`` errors) and unfinished ones (``provider`` errors) are counted,
+    not scored.
+    """
     recs = list(records)
     out: dict[str, ColumnScore] = {}
     for name, split, qtype in table_columns(dataset, splits):
         chosen = [
             r for r in recs if r.get("split") == split and (qtype is None or r.get("query_type") == qtype)
         ]
-        acc = from_counts(chosen, empty_rule)
+        kinds = [error_kind(r) for r in chosen]
+        scored = [r for r, k in zip(chosen, kinds, strict=True) if k not in UNSCORED]
+        acc = from_counts(scored, empty_rule)
         out[name] = ColumnScore(
-            giou=acc.giou, ciou=acc.ciou, n=len(acc), errors=sum(1 for r in chosen if r.get("error"))
+            giou=acc.giou,
+            ciou=acc.ciou,
+            n=len(acc),
+            errors=kinds.count("method"),
+            bad=kinds.count("data"),
+            unfinished=kinds.count("provider"),
         )
     return out
 
@@ -301,14 +306,20 @@ def render_markdown(report: EvalReport) -> str:
         rule,
         row,
         "",
-        "| column | samples | errors |",
-        "|---|---:|---:|",
-        *[f"| {n} | {c.n} | {c.errors} |" for n, c in report.columns.items()],
+        "| column | scored | method errors | bad samples | unfinished |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {n} | {c.n} | {c.errors} | {c.bad} | {c.unfinished} |" for n, c in report.columns.items()],
         "",
         f"Empty-sample rule: `{report.empty_rule}`. Samples: {report.n_samples} "
-        f"({report.n_new} segmented in the last run), errors: {report.n_errors}, "
+        f"({report.n_new} segmented in the last run, engine {report.engine}, {report.workers} workers), "
+        f"method errors (scored empty): {report.n_errors}, bad samples (not scored): {report.n_bad}, "
+        f"unfinished (provider failures, not scored): {report.n_unfinished}, "
         f"segmentation seconds: {report.seconds:.1f}.",
     ]
+    if report.twins:
+        lines += ["", f"Twins read from `{report.twins}`: only the reasoning ran."]
+    if report.first_problem:
+        lines += ["", f"First bad or unfinished sample: {report.first_problem}"]
     if report.usage_totals:
         lines += ["", "| usage | total |", "|---|---:|"]
         lines += [f"| {k} | {_fmt_num(v)} |" for k, v in sorted(report.usage_totals.items())]
@@ -366,7 +377,7 @@ def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
                 "use another output folder"
             )
         manifest = {**old, **manifest, "splits": sorted(set(old.get("splits", [])) | set(manifest["splits"]))}
-    _atomic_write(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def run_eval(
@@ -375,9 +386,13 @@ def run_eval(
     split: str | Iterable[str] = "val",
     *,
     out_dir: str | Path,
-    segment_fn: SegmentFn | None = None,
+    segment_fn: Any = None,
     settings: Any = None,
-    concurrency: int = 1,
+    engine: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    twins_dir: str | Path | None = None,
     limit: int | None = None,
     empty_rule: EmptyRule = "lisa",
     retry_errors: bool = False,
@@ -385,6 +400,7 @@ def run_eval(
     dataset_options: Mapping[str, Any] | None = None,
     progress: bool | ProgressCallback = True,
     write_summary: bool = True,
+    max_provider_failures: int = MAX_PROVIDER_FAILURES,
 ) -> EvalReport:
     """Evaluate a segmentation function on a benchmark split, resuming from ``out_dir``.
 
@@ -394,38 +410,51 @@ def run_eval(
         split: a split, comma-separated splits, ``all``, or a list.
         out_dir: where ``results.jsonl``, ``run.json``, ``summary.md`` and ``summary.json`` live.
         segment_fn: ``segment_fn(image_path, query, settings=...)`` returning an object with
-            ``.mask`` (bool ``H x W``), ``.ids`` and ``.usage``; default :func:`dtwin_agent.api.segment`
-            (``settings`` is passed only when not ``None``).
-        settings: passed through to ``segment_fn``.
-        concurrency: samples segmented at the same time (threads).
+            ``.mask`` (bool ``H x W``), ``.ids`` and ``.usage``, or its ``MODULE:NAME``; default the
+            dtwin-agent pipeline with each worker's proposer loaded once (``settings`` is passed
+            only when not ``None``; ``twin=`` too with ``twins_dir``).
+        settings: the run's :class:`~dtwin_agent.config.Settings` (default: resolved as everywhere).
+        engine: ``local`` (threads) or ``ray`` (an actor pool, :mod:`dtwin_agent.evaluation.engines`).
+        workers: samples segmented at the same time (threads or actors).
+        address: ``ray``: the cluster to join (default ``RAY_ADDRESS``, else a local instance).
+        num_cpus: ``ray``: CPUs of a local instance.
+        twins_dir: twin shards from ``dtwin twins build``: each sample reasons over its image's twin.
         limit: at most this many samples per split (the first ones, in the loader's order).
-        empty_rule: ``lisa`` (both empty scores 1.0) or ``strict`` (0.0), see :mod:`dtwin_agent.evaluation.metrics`.
-        retry_errors: segment again the samples whose recorded result is an error.
+        empty_rule: ``lisa`` (both empty scores 1.0) or ``strict`` (0.0), see
+            :mod:`dtwin_agent.evaluation.metrics`.
+        retry_errors: segment again the samples whose recorded result is a method or data error.
         method: the row label of the table.
         dataset_options: passed to the loader (``split_by``, ``image_dir``, ``all_queries``...).
         progress: ``True`` for a rich progress bar on stderr, ``False`` for none, or a callback
             ``(done, total, record)``.
         write_summary: write ``summary.md`` and ``summary.json``.
+        max_provider_failures: stop after this many samples in a row failed at the provider.
 
     Returns:
         The :class:`EvalReport` over every recorded sample of the requested splits.
 
     Raises:
-        InputError: bad dataset, split, root, options or an incompatible ``out_dir``.
+        InputError: bad dataset, split, root, options, engine or an incompatible ``out_dir``;
+            ``ConfigError`` (an ``InputError``) for a model setting that cannot work, found before
+            the first sample.
+        ProviderError: after ``max_provider_failures`` provider failures in a row (rerun to resume).
         KeyboardInterrupt: after recording the samples already in flight.
 
     """
     canon = canonical_name(dataset)
+    if canon == "images":
+        raise InputError("a plain image folder has no ground truth to evaluate against")
     if empty_rule not in EMPTY_RULES:
         raise InputError(f"empty_rule must be one of {EMPTY_RULES}, got {empty_rule!r}")
-    if concurrency < 1:
-        raise InputError(f"concurrency must be at least 1, got {concurrency}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit}")
     if not Path(root).is_dir():
         raise InputError(f"dataset root not found: {root}")
     splits = resolve_splits(canon, split)
     options = dict(dataset_options or {})
+    check_options(canon, options)
 
     # List every split first: bad splits fail before anything is paid for.
     samples: list[Sample] = []
@@ -436,39 +465,68 @@ def run_eval(
     if len(set(ids)) != len(ids):
         raise InputError("the dataset yields duplicate sample ids")
 
+    function = segment_fn if segment_fn is not None else default_segment_fn()
+    if function is None:
+        from dtwin_agent.config import resolve_settings
+
+        settings = settings if settings is not None else resolve_settings()
+        check_models(settings, "segment")  # a broken --llm stops here, before any sample
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(
-        out,
-        {
-            "dataset": canon,
-            "root": str(Path(root).resolve()),
-            "splits": splits,
-            "options": options,
-            "record_version": RECORD_VERSION,
-        },
-    )
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
     results_path = out / RESULTS_FILE
     done = read_results(results_path, repair=True)
-    todo = [
-        s for s in samples if s.sample_id not in done or (retry_errors and done[s.sample_id].get("error"))
-    ]
-    seg = segment_fn or default_segment_fn()
-    n_new = _run_samples(
-        todo,
-        seg,
-        settings,
-        empty_rule,
-        concurrency,
-        results_path,
-        progress,
-        len(samples),
-        len(samples) - len(todo),
-    )
+    todo = [s for s in samples if s.sample_id not in done or not is_finished(done[s.sample_id], retry_errors)]
+    items = _work_items(todo, root, twins_dir)
+
+    runner = get_engine(engine, workers=workers, address=address, num_cpus=num_cpus)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_manifest(
+            out,
+            {
+                "dataset": canon,
+                "root": str(Path(root).resolve()),
+                "splits": splits,
+                "options": {k: str(v) for k, v in options.items()},
+                "record_version": RECORD_VERSION,
+            },
+        )
+        spec = WorkSpec(
+            task="segment",
+            settings=settings.model_dump(mode="json") if settings is not None else None,
+            function=function,
+            twins_dir=str(twins_dir) if twins_dir is not None else None,
+        )
+        by_id = {s.sample_id: s for s in todo}
+        with (
+            JsonlWriter(results_path) as writer,
+            Progress("eval", len(samples), len(samples) - len(todo), progress) as bar,
+        ):
+            in_a_row = 0
+            for answer in runner.run(spec, items):
+                if answer.get("error_kind") == "config":  # wrong for every sample: stop, record nothing
+                    raise ConfigError(answer["error"])
+                record = score_answer(by_id[answer["key"]], answer, empty_rule)
+                writer.write(record)
+                bar.advance(record)
+                in_a_row = in_a_row + 1 if record.get("error_kind") == "provider" else 0
+                if in_a_row >= max_provider_failures:
+                    raise ProviderError(
+                        f"{in_a_row} samples in a row failed at the provider (last: {record['error']}); "
+                        "stopped. Finished samples are saved: fix the provider and run the same command again"
+                    )
+            n_new = bar.new
+        workers_used = runner.worker_count()
+    finally:
+        runner.close()
 
     records = read_results(results_path)
     wanted = [records[i] for i in ids if i in records]
     by_name, by_path = sum_usage(r.get("usage") for r in wanted)
+    kinds = [error_kind(r) for r in wanted]
+    problems = [r for r, k in zip(wanted, kinds, strict=True) if k in UNSCORED]
     report = EvalReport(
         dataset=canon,
         splits=splits,
@@ -476,102 +534,48 @@ def run_eval(
         empty_rule=empty_rule,
         columns=compute_columns(wanted, canon, splits, empty_rule),
         n_samples=len(wanted),
-        n_errors=sum(1 for r in wanted if r.get("error")),
+        n_errors=kinds.count("method"),
+        n_bad=kinds.count("data"),
+        n_unfinished=kinds.count("provider"),
+        first_problem=f"{problems[0]['sample_id']}: {problems[0]['error']}" if problems else None,
         n_new=n_new,
+        engine=engine,
+        workers=workers_used,
+        twins=str(twins_dir) if twins_dir is not None else None,
         usage_totals=by_name,
         usage_by_path=by_path,
-        seconds=float(sum(float(r.get("seconds", 0.0)) for r in wanted)),
+        seconds=float(sum(float(r.get("seconds") or 0.0) for r in wanted)),
         results_path=str(results_path),
     )
     report.markdown = render_markdown(report)
     if write_summary:
-        _atomic_write(out / SUMMARY_MD, report.markdown)
-        _atomic_write(out / SUMMARY_JSON, report.model_dump_json(indent=2) + "\n")
+        atomic_write(out / SUMMARY_MD, report.markdown)
+        atomic_write(out / SUMMARY_JSON, report.model_dump_json(indent=2) + "\n")
     return report
 
 
-def _run_samples(
-    todo: list[Sample],
-    segment_fn: SegmentFn,
-    settings: Any,
-    empty_rule: EmptyRule,
-    concurrency: int,
-    results_path: Path,
-    progress: bool | ProgressCallback,
-    total: int,
-    already: int,
-) -> int:
-    """Segment ``todo`` with at most ``concurrency`` in flight; append each record as it completes."""
-    writer = _ResultsWriter(results_path)
-    bar, task, callback = None, None, None
-    if progress is True:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _work_items(todo: list[Sample], root: str | Path, twins_dir: str | Path | None) -> list[dict[str, Any]]:
+    """The engine's items; with ``twins_dir`` every image must have a built twin (checked up front)."""
+    from dtwin_agent.evaluation.shards import TwinShards, image_id
 
-        bar = Progress(
-            TextColumn("eval"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        bar.start()
-        task = bar.add_task("eval", total=total, completed=already)
-    elif callable(progress):
-        callback = progress
-    count = already
-    n_new = 0
-
-    def record(rec: dict[str, Any]) -> None:
-        nonlocal count, n_new
-        writer.write(rec)
-        count += 1
-        n_new += 1
-        if bar is not None:
-            bar.update(task, completed=count)
-        if callback is not None:
-            callback(count, total, rec)
-
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dtwin-eval")
-    pending: set[Future] = set()
-    queue = iter(todo)
-    clean = False
-    try:
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < concurrency:
-                nxt = next(queue, None)
-                if nxt is None:
-                    exhausted = True
-                    break
-                pending.add(pool.submit(score_sample, nxt, segment_fn, settings, empty_rule))
-            if not pending:
-                break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                pending.discard(fut)
-                record(fut.result())  # a BaseException from the segment function stops the run
-        clean = True
-    except BaseException:
-        # Start nothing new; record what already ran (it is paid for), then re-raise.
-        # A second Ctrl-C while waiting abandons the samples still in flight.
-        for fut in pending:
-            fut.cancel()
-        for fut in pending:
-            if fut.cancelled():
-                continue
-            try:
-                record(fut.result())
-            except Exception:  # noqa: BLE001, S112 - already stopping; the first exception wins
-                continue
-        raise
-    finally:
-        pool.shutdown(wait=clean, cancel_futures=True)
-        writer.close()
-        if bar is not None:
-            bar.stop()
-    return n_new
+    items = [
+        {
+            "key": s.sample_id,
+            "image": str(s.image_path),
+            "query": s.query,
+            "image_id": image_id(s.image_path, root),
+        }
+        for s in todo
+    ]
+    if twins_dir is not None:
+        index = TwinShards.open(twins_dir).index()
+        missing = sorted({i["image_id"] for i in items if i["image_id"] not in index})
+        if missing:
+            raise InputError(
+                f"{len(missing)} images have no twin in {twins_dir} (first: {missing[0]}); "
+                "build them with `dtwin twins build` on the same dataset root"
+            )
+    return items
 
 
 def load_callable(spec: str) -> Any:

@@ -105,8 +105,10 @@ def test_reasonseg_parent_folder_and_errors(reasonseg, tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_reasonseg(tmp_path / "nope", "val")
     (reasonseg / "val" / "b.json").unlink()
-    with pytest.raises(InputError, match="missing"):
-        list(load_reasonseg(reasonseg, "val"))
+    a, b = load_reasonseg(reasonseg, "val")  # listing goes on; the one sample's masks name the file
+    assert a.load_masks()[0].any()
+    with pytest.raises(InputError, match=r"b\.jpg: annotation b\.json is missing"):
+        b.load_masks()
 
 
 # ------------------------------------------------------------------------------- RefCOCO family

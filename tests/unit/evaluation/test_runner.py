@@ -148,12 +148,12 @@ def test_concurrent_interrupt_records_in_flight_samples_once(rs, tmp_path):
     out = tmp_path / "out"
     first = FakeSegment(stop_after=3)
     with pytest.raises(KeyboardInterrupt):
-        run_eval("reasonseg", rs, "val,test", out_dir=out, segment_fn=first, concurrency=3, progress=False)
+        run_eval("reasonseg", rs, "val,test", out_dir=out, segment_fn=first, workers=3, progress=False)
     recorded = read_results(out / "results.jsonl")
     assert set(first.calls) == {Path(r["image"]).stem for r in recorded.values()}  # every paid call recorded
     second = FakeSegment()
     report = run_eval(
-        "reasonseg", rs, "val,test", out_dir=out, segment_fn=second, concurrency=3, progress=False
+        "reasonseg", rs, "val,test", out_dir=out, segment_fn=second, workers=3, progress=False
     )
     assert len(first.calls) + len(second.calls) == 7 and not set(first.calls) & set(second.calls)
     assert report.n_samples == 7
@@ -212,8 +212,8 @@ def test_bad_inputs(rs, tmp_path):
         run_eval("reasonseg", tmp_path / "missing", "val", out_dir=tmp_path / "o", segment_fn=seg)
     with pytest.raises(InputError, match="split folder"):
         run_eval("reasonseg", rs, "train", out_dir=tmp_path / "o", segment_fn=seg)
-    with pytest.raises(InputError, match="concurrency"):
-        run_eval("reasonseg", rs, "val", out_dir=tmp_path / "o", segment_fn=seg, concurrency=0)
+    with pytest.raises(InputError, match="workers"):
+        run_eval("reasonseg", rs, "val", out_dir=tmp_path / "o", segment_fn=seg, workers=0)
     run_eval("reasonseg", rs, "val", out_dir=tmp_path / "o", segment_fn=seg, progress=False)
     (tmp_path / "ref").mkdir()
     with pytest.raises(InputError, match="holds results of dataset"):
@@ -267,7 +267,7 @@ def test_cli_runs_with_injected_segment(rs, tmp_path, monkeypatch):
     ]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
-    assert "3 samples (3 new, 0 errors)" in result.stdout and (tmp_path / "o" / "summary.md").is_file()
+    assert "3 samples (3 new, 0 errors, 0 bad, 0 unfinished)" in result.stdout and (tmp_path / "o" / "summary.md").is_file()
     bad = CliRunner().invoke(_app(), [*args, "--empty-rule", "loose"])
     assert bad.exit_code == 2 and "empty_rule" in bad.stderr
 

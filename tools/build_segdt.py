@@ -9,11 +9,14 @@ skeletons until their status is "annotated".
 
 Inputs, either
     --dataset reasonseg --root data/ReasonSeg --split train      (any dtwin_agent.evaluation.datasets loader)
+    [--twins runs/rs-twins]      read each image's twin from shards built by `dtwin twins build` (same
+                                 --root) instead of building it again (paper 3.4 at dataset scale)
 or
     --manifest items.jsonl    lines {"id": "...", "image": "a.jpg", "query": "...", "mask": "a_mask.png",
                               "ignore": "a_ignore.png" (optional)}; masks are PNGs, non-zero = foreground
 
 Output: --out segdt.jsonl (appended; records already there are skipped, so an interrupted run resumes).
+A sample whose ground truth cannot be read (a bad annotation) is reported and skipped; the run goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,10 @@ def _png_mask(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L")) > 0
 
 
-def manifest_items(path: Path) -> Iterator[tuple[str, Path, str, np.ndarray, np.ndarray | None, dict]]:
+Item = tuple[str, Path, str, Callable[[], tuple[np.ndarray, np.ndarray | None]], dict]
+
+
+def manifest_items(path: Path) -> Iterator[Item]:
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
     base = path.parent
@@ -48,36 +54,30 @@ def manifest_items(path: Path) -> Iterator[tuple[str, Path, str, np.ndarray, np.
             continue
         try:
             item = json.loads(line)
-            image = base / item["image"]
-            gt = _png_mask(base / item["mask"])
-            ignore = _png_mask(base / item["ignore"]) if item.get("ignore") else None
-            yield str(item.get("id", f"{lineno}")), image, str(item["query"]), gt, ignore, {}
-        except (json.JSONDecodeError, KeyError) as exc:
+            image, query = base / item["image"], str(item["query"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InputError(f"{path}:{lineno}: bad manifest line ({exc})") from exc
 
+        def masks(item: dict = item) -> tuple[np.ndarray, np.ndarray | None]:
+            if not item.get("mask"):
+                raise InputError("no 'mask' in the manifest line")
+            gt = _png_mask(base / item["mask"])
+            return gt, _png_mask(base / item["ignore"]) if item.get("ignore") else None
 
-def dataset_items(
-    name: str, root: Path, split: str
-) -> Iterator[tuple[str, Path, str, np.ndarray, np.ndarray | None, dict]]:
+        yield str(item.get("id", f"{lineno}")), image, query, masks, {}
+
+
+def dataset_items(name: str, root: Path, split: str) -> Iterator[Item]:
     from dtwin_agent.evaluation.datasets import load_dataset
 
     for s in load_dataset(name, root, split):
-        yield s.sample_id, s.image_path, s.query, s.gt_mask, s.ignore_mask, dict(s.meta)
+        yield s.sample_id, s.image_path, s.query, s.load_masks, dict(s.meta)
 
 
 def existing_ids(path: Path) -> set[str]:
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # a killed run: drop the half line
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
-        data = data[: data.rfind(b"\n") + 1]
-    ids = set()
-    for line in data.decode("utf-8").splitlines():
-        if line.strip():
-            ids.add(str(json.loads(line)["id"]))
-    return ids
+    from dtwin_agent.evaluation.jsonl import read_jsonl
+
+    return set(read_jsonl(path, "id", repair=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="MODULE:NAME or FILE.py:NAME (default dtwin_agent.api.build_twin)",
     )
+    p.add_argument(
+        "--twins", type=Path, default=None, help="twin shards of the same --root (dtwin twins build)"
+    )
     p.add_argument("--settings", default=None, help="JSON of setting overrides")
     p.add_argument("--config", type=Path, default=None)
     args = p.parse_args(argv)
@@ -109,7 +112,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.dataset and args.root is None:
             raise InputError("--root is required with --dataset")
-        if args.build_twin_fn:
+        shards = None
+        if args.twins is not None:
+            from dtwin_agent.evaluation.shards import TwinShards, image_id
+
+            if args.manifest:
+                raise InputError("--twins needs --dataset and --root (twins are found by image path)")
+            shards = TwinShards.open(args.twins)
+            settings = None
+
+            def build_twin(image, query=None, **kwargs):
+                return shards.twin(image_id(image, args.root))
+        elif args.build_twin_fn:
             build_twin = load_callable(args.build_twin_fn)
             settings = None
         else:
@@ -128,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         written = skipped = failed = 0
         with args.out.open("a", encoding="utf-8") as fh:
-            for n, (rid, image, query, gt, ignore, meta) in enumerate(items):
+            for n, (rid, image, query, masks, meta) in enumerate(items):
                 if args.limit is not None and n >= args.limit:
                     break
                 if rid in done:
@@ -136,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 kwargs = {"settings": settings} if settings is not None else {}
                 try:
+                    gt, ignore = masks()  # a bad annotation is this sample's failure, not the run's
                     twin = build_twin(str(image), query, **kwargs)
                     rec = build_skeleton(
                         twin,
@@ -164,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DTwinError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the script's last line of defence: one line, exit 1
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(
         f"wrote {written} skeleton records to {args.out} ({skipped} already there, {failed} failed). "

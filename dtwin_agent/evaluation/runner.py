@@ -43,7 +43,7 @@ from dtwin_agent.evaluation.engines import get_engine
 from dtwin_agent.evaluation.jsonl import JsonlWriter, atomic_write, read_jsonl
 from dtwin_agent.evaluation.metrics import EMPTY_RULES, EmptyRule, from_counts, intersection_union, sample_iou
 from dtwin_agent.evaluation.progress import Progress, ProgressCallback
-from dtwin_agent.evaluation.work import WorkSpec, check_models, describe
+from dtwin_agent.evaluation.work import WorkSpec, as_settings, check_models, describe
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "run.json"
@@ -466,10 +466,9 @@ def run_eval(
         raise InputError("the dataset yields duplicate sample ids")
 
     function = segment_fn if segment_fn is not None else default_segment_fn()
+    if function is None or settings is not None:
+        settings = as_settings(settings)
     if function is None:
-        from dtwin_agent.config import resolve_settings
-
-        settings = settings if settings is not None else resolve_settings()
         check_models(settings, "segment")  # a broken --llm stops here, before any sample
 
     out = Path(out_dir)

@@ -26,7 +26,7 @@ from dtwin_agent.evaluation.datasets import canonical_name, load_dataset
 from dtwin_agent.evaluation.engines import get_engine, split_limit
 from dtwin_agent.evaluation.progress import Progress, ProgressCallback
 from dtwin_agent.evaluation.shards import TwinRow, TwinShards, image_id, twin_settings
-from dtwin_agent.evaluation.work import WorkSpec, check_models
+from dtwin_agent.evaluation.work import WorkSpec, as_settings, check_models
 
 
 class TwinsReport(BaseModel):
@@ -58,7 +58,7 @@ def list_images(dataset: str, root: str | Path, splits: list[str], options: Mapp
 def build_twins(
     dataset: str,
     root: str | Path,
-    split: str | list[str] = "val",
+    split: str | list[str] = "all",
     *,
     out_dir: str | Path,
     engine: str = "local",
@@ -100,7 +100,6 @@ def build_twins(
         InputError: bad dataset, split, options, output folder or settings (``ConfigError``: exit 2).
         KeyboardInterrupt: after writing the rows of the images that finished.
     """
-    from dtwin_agent.config import resolve_settings
     from dtwin_agent.evaluation.runner import resolve_splits
 
     canon = canonical_name(dataset)
@@ -116,7 +115,7 @@ def build_twins(
         images = images[:limit]
     ids = [image_id(p, root) for p in images]
 
-    settings = settings if settings is not None else resolve_settings()
+    settings = as_settings(settings)
     if build_fn is None:
         check_models(settings, "twin")
     runner = get_engine(engine, workers=workers, address=address, num_cpus=num_cpus)

@@ -196,6 +196,15 @@ def _segment_answer(result: Any) -> dict[str, Any]:
     }
 
 
+def as_settings(settings: Any) -> Any:
+    """A :class:`~dtwin_agent.config.Settings` from settings, a dict of overrides or ``None`` (resolved)."""
+    from dtwin_agent.config import Settings, resolve_settings
+
+    if isinstance(settings, Settings):
+        return settings
+    return resolve_settings(overrides=settings or {})
+
+
 def check_models(settings: Any, task: Task) -> None:
     """Build the chat models a run will call and resolve its proposer, before the first item.
 

@@ -152,9 +152,7 @@ def test_concurrent_interrupt_records_in_flight_samples_once(rs, tmp_path):
     recorded = read_results(out / "results.jsonl")
     assert set(first.calls) == {Path(r["image"]).stem for r in recorded.values()}  # every paid call recorded
     second = FakeSegment()
-    report = run_eval(
-        "reasonseg", rs, "val,test", out_dir=out, segment_fn=second, workers=3, progress=False
-    )
+    report = run_eval("reasonseg", rs, "val,test", out_dir=out, segment_fn=second, workers=3, progress=False)
     assert len(first.calls) + len(second.calls) == 7 and not set(first.calls) & set(second.calls)
     assert report.n_samples == 7
 
@@ -267,7 +265,10 @@ def test_cli_runs_with_injected_segment(rs, tmp_path, monkeypatch):
     ]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
-    assert "3 samples (3 new, 0 errors, 0 bad, 0 unfinished)" in result.stdout and (tmp_path / "o" / "summary.md").is_file()
+    assert (
+        "3 samples (3 new, 0 errors, 0 bad, 0 unfinished)" in result.stdout
+        and (tmp_path / "o" / "summary.md").is_file()
+    )
     bad = CliRunner().invoke(_app(), [*args, "--empty-rule", "loose"])
     assert bad.exit_code == 2 and "empty_rule" in bad.stderr
 

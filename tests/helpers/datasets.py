@@ -117,3 +117,10 @@ def square_segment(image, query, **kwargs):
     mask = np.zeros((h, w), bool)
     mask[:40, :40] = True
     return SimpleNamespace(mask=mask, ids=[1], usage={"calls": 1})
+
+
+def square_segment_failing_on_s2(image, query, **kwargs):
+    """:func:`square_segment`, but a plain error on image s2 (a worker raising on one image)."""
+    if Path(image).stem == "s2":
+        raise RuntimeError("worker exploded on s2")
+    return square_segment(image, query, **kwargs)

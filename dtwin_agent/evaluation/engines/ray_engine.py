@@ -63,6 +63,12 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def local_runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The runtime environment of a local Ray instance: its workers import what this process imports."""
+    path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    return {"env_vars": {"PYTHONPATH": path, **(extra_env or {})}}
+
+
 class RayEngine:
     """Ray Data ``map_batches`` over an actor pool of loaded workers."""
 
@@ -95,15 +101,16 @@ class RayEngine:
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise InputError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
         else:
-            # a local instance runs on this machine: its workers import this process's modules
-            path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-            ray.init(num_cpus=self.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kwargs)
+            ray.init(num_cpus=self.num_cpus, runtime_env=local_runtime_env(), **kwargs)
         self._started = True
+
+    def _quiet(self) -> None:
         from ray.data import DataContext
 
         context = DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own progress
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def resources(self) -> tuple[int, int]:
         """``(CPUs, GPUs)`` of the cluster."""
@@ -123,6 +130,7 @@ class RayEngine:
             return
         from ray.data import ActorPoolStrategy
 
+        self._quiet()
         _, gpus = self.resources()
         size = min(self.worker_count(), len(items))
         rows = [{"key": str(item["key"]), "item": json.dumps(item)} for item in items]

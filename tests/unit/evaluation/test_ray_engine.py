@@ -1,6 +1,7 @@
 """--engine ray on a local Ray with 2 CPUs: the same twins and gIoU/cIoU as --engine local, resume, errors.
 
-One Ray instance serves the module (starting one takes seconds); marked ``slow``.
+One Ray instance serves the module (starting one takes seconds); marked ``slow`` and ``integration``
+(a local cluster), so the everyday suite stays fast; `.ci/run` (plain `pytest`) runs them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dtwin_agent.evaluation.shards import TwinShards
 from dtwin_agent.evaluation.twins import build_twins
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # a local Ray cluster: a server, minutes
 
 
 @pytest.fixture(scope="module")

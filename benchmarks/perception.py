@@ -95,7 +95,7 @@ def run_pipeline(source, settings: Settings, proposer, granularity: str, truth=N
         min_area_pct=settings.perception.min_area_pct,
         max_objects=settings.perception.max_objects,
     )
-    rles = [RLE.model_validate(r["mask"]) for r in records]
+    rles = [r.mask for r in records]
     times["records"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -103,7 +103,7 @@ def run_pipeline(source, settings: Settings, proposer, granularity: str, truth=N
     times["label"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ids = [int(r["id"]) for r in records]
+    ids = [r.id for r in records]
     geometry = build_spatial(rles, ids, image.width, image.height, settings)
     times["spatial"] = time.perf_counter() - t
 

@@ -41,6 +41,8 @@ _LAZY = {
     "DigitalTwin": "dtwin_agent.twin",
     "TwinObject": "dtwin_agent.twin",
     "Relation": "dtwin_agent.twin",
+    "ReasoningStep": "dtwin_agent.twin",
+    "ObjectDecision": "dtwin_agent.twin",
     "ImageInfo": "dtwin_agent.twin",
     "RLE": "dtwin_agent.twin",
     "Settings": "dtwin_agent.config",
@@ -56,7 +58,15 @@ if TYPE_CHECKING:
     from dtwin_agent.graph import build_graph
     from dtwin_agent.integrations.chat import ChatSession
     from dtwin_agent.integrations.tool import DTwinSegmentTool
-    from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, Relation, TwinObject
+    from dtwin_agent.twin import (
+        RLE,
+        DigitalTwin,
+        ImageInfo,
+        ObjectDecision,
+        ReasoningStep,
+        Relation,
+        TwinObject,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -86,9 +96,11 @@ __all__ = [
     "ImageInfo",
     "InputError",
     "ModelNotFetchedError",
+    "ObjectDecision",
     "ParseError",
     "ProviderCallError",
     "ProviderError",
+    "ReasoningStep",
     "Relation",
     "SegmentationResult",
     "Settings",

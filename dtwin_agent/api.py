@@ -1,8 +1,11 @@
-"""The Python API: :func:`build_twin` and :func:`segment`.
+"""The Python API: :func:`build_twin`, :func:`segment` and the :class:`SegmentationResult` they return.
 
 Both accept an image as a path, a PIL image or an ``H x W x 3`` uint8 array and run the graph of
 :mod:`dtwin_agent.graph`. In-memory images are written once to the cache folder as PNG (named by
 their pixel hash) because the graph state carries image references, never pixels.
+
+:meth:`SegmentationResult.from_state` is the one place a finished run becomes a result: the CLI,
+the LangChain tool, chat sessions (each turn) and the MCP server all get their results from it.
 """
 
 from __future__ import annotations
@@ -12,19 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent import masks as mask_ops
-from dtwin_agent.cache import open_cache
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import InputError
-from dtwin_agent.graph import build_graph
+from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
-from dtwin_agent.images import ImageLike, load_image
-from dtwin_agent.twin import RLE, DigitalTwin
+from dtwin_agent.graph.state import check_query
+from dtwin_agent.images import ImageLike, image_file
+from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+class ChosenObject(BaseModel):
+    """One object of the answer, as the last reasoning step left it."""
+
+    id: int
+    semantic: str = Field(description="S_i^(K): the last step's semantic (the twin's S_i when it gave none)")
+    reasoning: str = Field(default="", description="R_i^(K): why the object answers the query")
+    spatial: str = Field(default="", description="T_i: where it is")
 
 
 class SegmentationResult(BaseModel):
@@ -32,11 +42,18 @@ class SegmentationResult(BaseModel):
 
     Attributes:
         mask: bool ``H x W`` at the original image size (all False for an empty answer).
-        ids: the chosen object ids.
+        ids: the chosen object ids (the last reasoning step's).
         twin: the digital twin D the reasoner saw.
-        steps: the reasoning path D^(0..K): per step the kept ids and each object's semantic and reasoning.
-        usage: per stage model calls, input/output tokens and seconds.
+        steps: the reasoning path D^(0..K) (:class:`~dtwin_agent.twin.ReasoningStep`): per step the
+            kept ids and the decision, semantic and reasoning on each object.
+        chosen: the chosen objects with their last semantic and reasoning.
+        usage: per stage model calls, input/output tokens, retries and seconds.
+        granularity: the level the twin was built at (paper Eq. 1), with ``granularity_reason``.
+        stop_reason: why reasoning stopped (converged, empty, max_steps, single_shot, sftdt,
+            unparseable).
         message: one line saying what was chosen, or that the answer is empty and why.
+        warnings: what went wrong without stopping the run (unknown ids dropped, answers unusable).
+        components: which proposer, labeller and models did the work.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -44,7 +61,8 @@ class SegmentationResult(BaseModel):
     mask: np.ndarray
     ids: list[int]
     twin: DigitalTwin
-    steps: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[ReasoningStep] = Field(default_factory=list)
+    chosen: list[ChosenObject] = Field(default_factory=list)
     usage: dict[str, Any] = Field(default_factory=dict)
     granularity: str = "object"
     granularity_reason: str = ""
@@ -53,10 +71,61 @@ class SegmentationResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     components: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> SegmentationResult:
+        """The result of a finished run's state (the segment graph's output, or a chat session's).
+
+        ``ids`` are the last step's (as ``finalize`` wrote them), the mask is the decoded union RLE
+        (all False when there is none), ``chosen`` holds each chosen object's last semantic and
+        reasoning.
+        """
+        twin: DigitalTwin = state["twin"]
+        steps = list(state.get("steps") or [])
+        ids = list(state.get("ids") or [])
+        mask_rle = state.get("mask")
+        mask = (
+            mask_ops.decode(mask_rle)
+            if mask_rle is not None
+            else np.zeros((twin.image.height, twin.image.width), dtype=bool)
+        )
+        decisions = steps[-1].objects if steps else {}
+        chosen = []
+        for object_id in ids:
+            obj, decided = twin.get(object_id), decisions.get(object_id)
+            chosen.append(
+                ChosenObject(
+                    id=object_id,
+                    semantic=(decided.semantic if decided is not None and decided.semantic else obj.semantic),
+                    reasoning=decided.reasoning if decided is not None else "",
+                    spatial=obj.spatial,
+                )
+            )
+        return cls(
+            mask=mask,
+            ids=ids,
+            twin=twin,
+            steps=steps,
+            chosen=chosen,
+            usage=dict(state.get("usage") or {}),
+            granularity=state.get("granularity") or twin.granularity,
+            granularity_reason=state.get("granularity_reason", ""),
+            stop_reason=state.get("stop_reason", ""),
+            message=state.get("message", ""),
+            warnings=list(state.get("warnings") or []),
+            components=dict(state.get("components") or {}),
+        )
+
     @property
     def empty(self) -> bool:
         """True when no object was chosen."""
         return not self.ids
+
+    def answer(self) -> str:
+        """One line for a person or a calling model: the chosen objects and why, or why none."""
+        from dtwin_agent.outputs.answer import answer_text
+
+        objects = {str(o.id): {"semantic": o.semantic, "reasoning": o.reasoning} for o in self.chosen}
+        return answer_text(self.ids, objects, self.message)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-serialisable (what ``result.json`` holds)."""
@@ -66,16 +135,12 @@ class SegmentationResult(BaseModel):
             "granularity": self.granularity,
             "granularity_reason": self.granularity_reason,
             "stop_reason": self.stop_reason,
-            "steps": self.steps,
+            "steps": [s.model_dump(mode="json") for s in self.steps],
             "usage": self.usage,
             "warnings": self.warnings,
             "components": self.components,
             "image": self.twin.image.model_dump(),
-            "objects": [
-                {"id": o.id, "semantic": o.semantic, "spatial": o.spatial}
-                for o in self.twin.objects
-                if o.id in self.ids
-            ],
+            "objects": [o.model_dump() for o in self.chosen],
         }
 
 
@@ -85,51 +150,23 @@ def _settings(settings: Settings | Mapping[str, Any] | None) -> Settings:
     return resolve_settings(overrides=settings or {})
 
 
-def image_reference(image: ImageLike, settings: Settings) -> str:
-    """A file path for the graph state: the path itself, or a PNG written to the cache folder.
-
-    Raises:
-        ImageError: if the image cannot be read (checked here, before any model is called).
-    """
-    loaded = load_image(image)
-    if isinstance(image, (str, Path)):
-        return str(Path(image).resolve())
-    folder = Path(settings.cache.dir) / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{loaded.sha256}.png"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.png")
-        Image.fromarray(loaded.rgb).save(tmp)
-        tmp.replace(path)
-    return str(path)
+def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
+    if cache is None:
+        return Context(settings=settings, proposer=proposer)  # the cache settings.cache names
+    return Context(settings=settings, proposer=proposer, cache=cache)
 
 
-def check_query(query: str | None, settings: Settings, *, required: bool) -> str:
-    """Validate the query: non-empty when required, at most ``reasoning.max_query_chars`` long.
-
-    Raises:
-        InputError: naming the problem.
-    """
-    query = (query or "").strip()
-    if required and not query:
-        raise InputError("query is empty: say what to segment")
-    limit = settings.reasoning.max_query_chars
-    if len(query) > limit:
-        raise InputError(
-            f"query is {len(query)} characters long; the limit is {limit} (setting reasoning.max_query_chars)"
-        )
-    return query
-
-
-def run_graph(
+def _run_graph(
     inputs: dict[str, Any], context: Context, *, reasoning: bool, on_progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Run the graph, calling ``on_progress(node, update)`` after each node; returns the final state."""
     graph = build_graph(reasoning=reasoning).compile()
-    limit = 10 + 2 * context.settings.reasoning.max_refine_steps
     final: dict[str, Any] = {}
     for mode, chunk in graph.stream(
-        inputs, context=context, stream_mode=["updates", "values"], config={"recursion_limit": limit}
+        inputs,
+        context=context,
+        stream_mode=["updates", "values"],
+        config={"recursion_limit": recursion_limit(context.settings)},
     ):
         if mode == "values":
             final = chunk
@@ -139,10 +176,8 @@ def run_graph(
     return final
 
 
-def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
-    return Context(
-        settings=settings, proposer=proposer, cache=cache if cache is not None else open_cache(settings)
-    )
+def _inputs(image: ImageLike, query: str, settings: Settings) -> dict[str, Any]:
+    return {"image": image_file(image, Path(settings.cache.dir) / "images"), "query": query}
 
 
 def build_twin(
@@ -159,12 +194,16 @@ def build_twin(
     ``proposer`` (an already-built mask proposer) and ``cache`` (a :class:`~dtwin_agent.cache.SqliteCache`;
     default: the one ``settings.cache`` names) are injectable; ``on_progress(node, update)`` is
     called after each node.
+
+    Raises:
+        InputError: for an unreadable image or an over-long query.
+        ProviderError: when a model provider keeps failing after the retries.
     """
     resolved = _settings(settings)
     query = check_query(query, resolved, required=False)
-    inputs = {"image": image_reference(image, resolved), "query": query}
-    state = run_graph(inputs, _context(resolved, proposer, cache), reasoning=False, on_progress=on_progress)
-    return DigitalTwin.model_validate(state["twin"])
+    context = _context(resolved, proposer, cache)
+    state = _run_graph(_inputs(image, query, resolved), context, reasoning=False, on_progress=on_progress)
+    return state["twin"]
 
 
 def segment(
@@ -176,7 +215,7 @@ def segment(
     cache: Any = None,
     on_progress: ProgressFn | None = None,
 ) -> SegmentationResult:
-    """Reasoning segmentation: build the twin, let the LLM refine it, union the chosen masks.
+    """Reasoning segmentation: build the twin, let the reasoner refine it, union the chosen masks.
 
     Takes the same injectable ``proposer``, ``cache`` and ``on_progress`` as :func:`build_twin`.
 
@@ -186,25 +225,6 @@ def segment(
     """
     resolved = _settings(settings)
     query = check_query(query, resolved, required=True)
-    inputs = {"image": image_reference(image, resolved), "query": query}
-    state = run_graph(inputs, _context(resolved, proposer, cache), reasoning=True, on_progress=on_progress)
-    twin = DigitalTwin.model_validate(state["twin"])
-    mask_rle = state.get("mask")
-    mask = (
-        mask_ops.decode(RLE.model_validate(mask_rle))
-        if mask_rle
-        else np.zeros((twin.image.height, twin.image.width), dtype=bool)
-    )
-    return SegmentationResult(
-        mask=mask,
-        ids=list(state.get("ids", [])),
-        twin=twin,
-        steps=list(state.get("steps", [])),
-        usage=dict(state.get("usage", {})),
-        granularity=state.get("granularity", twin.granularity),
-        granularity_reason=state.get("granularity_reason", ""),
-        stop_reason=state.get("stop_reason", ""),
-        message=state.get("message", ""),
-        warnings=list(state.get("warnings", [])),
-        components=dict(state.get("components", {})),
-    )
+    context = _context(resolved, proposer, cache)
+    state = _run_graph(_inputs(image, query, resolved), context, reasoning=True, on_progress=on_progress)
+    return SegmentationResult.from_state(state)

@@ -22,6 +22,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dtwin_agent.errors import ConfigError
 
 OFFLINE = "offline"
+LEXICAL = "offline:lexical"
+"""The keyword reasoner (``models.llm``): matches words, not an LLM."""
+
+
+def is_offline(spec: object) -> bool:
+    """True when a model setting names the embedded offline profile (or nothing)."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", OFFLINE))
+
+
+def model_name(spec: object, settings: Settings | None = None) -> str:
+    """A short printable name of a model setting; ``"offline"`` says what it resolves to here."""
+    lexical = f"{LEXICAL} (keyword matcher, not an LLM)"
+    if isinstance(spec, str) and spec.strip().lower() == LEXICAL:
+        return lexical
+    if is_offline(spec):
+        from dtwin_agent.offline.profile import offline_llm_name
+
+        local = offline_llm_name(settings) if settings is not None else None
+        return f"local:{local} (offline profile)" if local else lexical
+    if isinstance(spec, str):
+        return spec
+    return getattr(spec, "model_name", None) or getattr(spec, "model", None) or type(spec).__name__
 
 
 class _Section(BaseModel):
@@ -123,7 +145,11 @@ class SemanticSettings(_Section):
 class ReasoningSettings(_Section):
     """Refinement (paper Eqs. 6-9)."""
 
-    mode: Literal["refine", "single_shot"] = "refine"
+    mode: Literal["refine", "single_shot", "sftdt"] = Field(
+        default="refine",
+        description="refine: one step per call (Eqs. 7-8); single_shot: the ids at once (Eq. 6); "
+        "sftdt: the whole path in one answer, with the messages Seg-DT records train on (Eq. 9)",
+    )
     max_refine_steps: int = Field(default=4, ge=1)
     max_query_chars: int = Field(default=4000, ge=1)
 

@@ -161,6 +161,28 @@ def _decode(image: ImageLike) -> LoadedImage:
     return LoadedImage(rgb=rgb, source=str(source), sha256=pixel_hash(rgb))
 
 
+def image_file(image: ImageLike, folder: str | Path) -> str:
+    """A file path for a graph state: the path itself, or a PNG written once to ``folder``.
+
+    Graph states carry image references, never pixels: an in-memory image (PIL or array) is saved
+    as ``<folder>/<pixel sha256>.png`` (atomically; reused when it exists).
+
+    Raises:
+        ImageError: if the image cannot be read (checked here, before any model is called).
+    """
+    loaded = load_image(image)
+    if isinstance(image, (str, Path)):
+        return str(Path(image).resolve())
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{loaded.sha256}.png"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.png")
+        Image.fromarray(loaded.rgb).save(tmp)
+        tmp.replace(path)
+    return str(path)
+
+
 def downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """Downscale so the longer side is at most ``max_side`` (area interpolation).
 

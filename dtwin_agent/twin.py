@@ -1,16 +1,20 @@
-"""The digital twin: the one validated type every stage reads and writes (paper 3.1-3.3).
+"""The digital twin: the one validated type every stage reads and writes (paper 3.1-3.4).
 
-``D = {(i, m_i, S_i) | i = 1..N'}`` plus the spatial layer. The LLM sees only
-:meth:`DigitalTwin.to_prompt_json` (paper Eq. 5): never masks or pixels.
+``D = {(i, m_i, S_i) | i = 1..N'}`` plus the spatial layer (:class:`DigitalTwin`), and the
+reasoning path ``D^(0..K)`` over it (:class:`ReasoningStep`), used alike by the graph, the
+result, ``result.json`` and the Seg-DT records. The LLM sees only JSON(D) (paper Eq. 5), rendered
+in one place, :meth:`PromptTwin.to_prompt_json` (reached as :meth:`DigitalTwin.to_prompt_json`):
+never masks or pixels.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 Granularity = Literal["group", "object", "part"]
 GRANULARITIES: tuple[Granularity, ...] = ("group", "object", "part")
@@ -26,6 +30,8 @@ RelationKind = Literal[
     "touching",
     "near",
 ]
+
+Decision = Literal["kept", "rejected"]
 
 TWIN_VERSION = 1
 
@@ -93,6 +99,111 @@ class TwinObject(BaseModel):
         return masks.decode(self.mask)
 
 
+class ObjectDecision(BaseModel):
+    """The decision C(i, x_txt, D^(j-1)) on one object at one step, with S_i^(j) and R_i^(j) (paper Eq. 8)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Decision = "kept"
+    semantic: str = Field(default="", description="S_i^(j), the updated semantic (kept objects)")
+    reasoning: str = Field(default="", description="R_i^(j): why the object is kept or rejected")
+
+
+def _kept_ids(objects: Any) -> list[int]:
+    """The ids decided ``kept`` in a raw ``objects`` mapping (dicts or :class:`ObjectDecision`)."""
+    kept = []
+    for key, value in (objects or {}).items():
+        decision = (
+            value.decision if isinstance(value, ObjectDecision) else (value or {}).get("decision", "kept")
+        )
+        if decision == "kept":
+            kept.append(int(key))
+    return sorted(kept)
+
+
+class ReasoningStep(BaseModel):
+    """One state D^(j) of the reasoning path D^(0..K) (paper Eqs. 7-9).
+
+    Step 0 is D^(0) = D: every object, no decisions. Step j >= 1 is the transition
+    D^(j) = F_refine(D^(j-1), x_txt): ``objects`` holds the decision on each object of D^(j-1) that
+    the reasoner decided (kept with S_i^(j) and R_i^(j), or rejected with R_i^(j)), ``ids`` is
+    I^(j), the kept ids in the reasoner's order (derived from the decisions, in id order, when not
+    given). A step whose answer could not be used keeps the previous ids and has no decisions.
+    Seg-DT records (:mod:`dtwin_agent.sft.records`) hold the same steps from j = 1.
+
+    Attributes:
+        step: j.
+        ids: I^(j).
+        objects: id -> decision at this step (empty for D^(0) and for unusable answers).
+        report: what parsing the model's answer repaired or dropped
+            (:class:`~dtwin_agent.llm.parsing.ParseReport` as a dict: ``unknown_ids``, ``notes``...);
+            None when the step was not parsed from a model answer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: int = Field(ge=0)
+    ids: list[int] = Field(default_factory=list, description="I^(j): the kept ids")
+    objects: dict[int, ObjectDecision] = Field(default_factory=dict)
+    report: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_from_decisions(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("ids") is None:
+            data = {**data, "ids": _kept_ids(data.get("objects"))}
+        return data
+
+    @model_validator(mode="after")
+    def _ids_match_decisions(self) -> ReasoningStep:
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError(f"ids: repeated ids in {self.ids}")
+        if self.objects and sorted(self.ids) != _kept_ids(self.objects):
+            raise ValueError(
+                f"ids: {sorted(self.ids)} must be the ids decided kept {_kept_ids(self.objects)}"
+            )
+        return self
+
+    @property
+    def kept(self) -> list[int]:
+        """I^(j) in id order."""
+        return sorted(self.ids)
+
+
+class PromptObject(BaseModel):
+    """One object of JSON(D): T_i and S_i (paper Eq. 5), and R_i^(j) in refinement steps (paper 3.3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spatial: str = ""
+    semantic: str = ""
+    reasoning: str | None = None
+
+
+class PromptTwin(RootModel[dict[int, PromptObject]]):
+    """JSON(D) as a value: id -> :class:`PromptObject`. What the reasoner sees; never masks or pixels.
+
+    Built by :meth:`DigitalTwin.prompt_twin`; Seg-DT records store it as their input (paper 3.4).
+    """
+
+    def to_prompt_json(self) -> str:
+        """JSON(D) as compact JSON text, ids ascending: ``{"1":{"spatial":T_1,"semantic":S_1},...}``.
+
+        The one renderer of JSON(D): reasoning prompts, SFTDT serving and Seg-DT training use it.
+        """
+        data = {str(i): self.root[i].model_dump(exclude_none=True) for i in sorted(self.root)}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    def __iter__(self) -> Iterator[int]:  # type: ignore[override]  # ids, like a dict
+        return iter(self.root)
+
+    def __getitem__(self, object_id: int) -> PromptObject:
+        return self.root[object_id]
+
+    def __len__(self) -> int:
+        return len(self.root)
+
+
 class DigitalTwin(BaseModel):
     """The digital twin representation D of one image."""
 
@@ -149,42 +260,32 @@ class DigitalTwin(BaseModel):
             [o.mask for o in self.objects if o.id in wanted], (self.image.height, self.image.width)
         )
 
-    def prompt_dict(
-        self,
-        ids: list[int] | None = None,
-        semantics: dict[int, str] | None = None,
-        reasoning: dict[int, str] | None = None,
-    ) -> dict[str, dict[str, str]]:
-        """JSON(D) as a dict: ``{i: {"spatial": T_i, "semantic": S_i[, "reasoning": R_i]}}``.
+    def prompt_twin(self, step: ReasoningStep | None = None) -> PromptTwin:
+        """JSON(D^(j)) as a value (paper Eq. 5 and 3.3).
 
         Args:
-            ids: restrict to these objects (D^(j) keeps a subset); default all.
-            semantics: updated semantics S_i^(j) replacing the twin's own.
-            reasoning: per-object reasoning notes R_i^(j) (paper 3.3); added when given.
+            step: None for D itself (every object, T_i and S_i); else the objects of ``step.ids``,
+                each with the step's updated semantic S_i^(j) (the twin's S_i when it gave none)
+                and, when the step decided it, the reasoning R_i^(j).
         """
-        keep = None if ids is None else set(ids)
-        out: dict[str, dict[str, str]] = {}
+        keep = None if step is None else set(step.ids)
+        decisions = {} if step is None else step.objects
+        out: dict[int, PromptObject] = {}
         for obj in self.objects:
             if keep is not None and obj.id not in keep:
                 continue
-            entry = {
-                "spatial": obj.spatial,
-                "semantic": (semantics or {}).get(obj.id, obj.semantic),
-            }
-            if reasoning and obj.id in reasoning:
-                entry["reasoning"] = reasoning[obj.id]
-            out[str(obj.id)] = entry
-        return out
+            decided = decisions.get(obj.id)
+            out[obj.id] = PromptObject(
+                spatial=obj.spatial,
+                semantic=(decided.semantic if decided is not None and decided.semantic else obj.semantic),
+                reasoning=None if decided is None else decided.reasoning,
+            )
+        return PromptTwin(out)
 
-    def to_prompt_json(
-        self,
-        ids: list[int] | None = None,
-        semantics: dict[int, str] | None = None,
-        reasoning: dict[int, str] | None = None,
-    ) -> str:
+    def to_prompt_json(self, step: ReasoningStep | None = None) -> str:
         """JSON(D) = ``{i: {"spatial": T_i, "semantic": S_i}}`` (paper Eq. 5) as compact JSON text.
 
-        Refinement steps pass ``reasoning`` to render JSON(D^(j)) of paper 3.3. Masks and pixels are
-        never included.
+        ``step`` renders JSON(D^(j)) of a refinement step instead, with ``"reasoning"`` (paper 3.3);
+        see :meth:`prompt_twin`. Masks and pixels are never included.
         """
-        return json.dumps(self.prompt_dict(ids, semantics, reasoning), ensure_ascii=False)
+        return self.prompt_twin(step).to_prompt_json()

@@ -22,7 +22,9 @@ out = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="dtwin.toml file (default: ./dtwin.toml)")]
 VlmOpt = Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")]
-LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM 'provider:model' or 'offline'")]
+LlmOpt = Annotated[
+    str | None, typer.Option("--llm", help="LLM 'provider:model', 'offline' or 'offline:lexical'")
+]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")]
 ProposerOpt = Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")]
 CheckpointOpt = Annotated[str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint file")]

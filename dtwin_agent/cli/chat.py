@@ -86,9 +86,7 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
                 say(f"unknown command {command}; {HELP}")
             else:
                 turn = chat.ask(line)
-                from dtwin_agent.outputs.answer import answer_text
-
-                say(f"dtwin> {answer_text(turn['ids'], turn['objects'], turn['message'])}")
+                say(f"dtwin> {turn['answer']}")
                 say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")
         except InputError as exc:
             say(f"error: {exc}")

@@ -41,9 +41,11 @@ class _Progress:
             detail = f": {update['granularity']}"
         elif node == "propose_masks":
             detail = f": {len(update.get('proposals', []))} masks"
+        elif node == "lookup_twin" and update.get("twin_from_cache"):
+            detail = ": twin reused from the cache"
         elif node == "refine" and update.get("steps"):
             last = update["steps"][-1]
-            detail = f" step {last['step']}: kept {last['ids']}"
+            detail = f" step {last.step}: kept {last.ids}"
         err.print(f"[green]done[/] {node}{detail}", highlight=False)
 
 
@@ -119,7 +121,7 @@ def segment(
     points_per_side: PointsOpt = None,
     granularity: GranularityOpt = None,
     device: DeviceOpt = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot | sftdt")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="refinement step limit")] = None,
     strategy: Annotated[
         str | None, typer.Option("--strategy", help="brainstorm | direct | in_context")

@@ -1,38 +1,50 @@
 """Chat sessions: several turns of reasoning segmentation over one image's digital twin.
 
-The chat graph has two nodes. ``perceive`` builds the twin once per session (the first turn's
-request guides the granularity; later turns reuse it, so object ids stay the same for the whole
-conversation). ``answer`` runs the refinement loop of :mod:`dtwin_agent.graph.nodes.refine` on that
-twin with the dialogue so far (earlier requests, the ids chosen and why), writes the turn's mask
-and overlay atomically and appends the turn to the state.
+The chat graph composes the two halves of :func:`dtwin_agent.graph.build_graph`, each compiled
+once and added as a node sharing state keys with the session (LangGraph subgraphs):
+
+``start_turn -> [build_twin] -> reason -> record_turn``
+
+- ``start_turn`` reads the turn's request (``query``, or the last user message), the dialogue so
+  far for the reasoner, and starts the turn's usage and warnings afresh;
+- ``build_twin`` is the perception graph (image loading, granularity, twin cache, proposals,
+  labels, spatial layer); it runs on the first turn only, so object ids stay the same for the whole
+  conversation;
+- ``reason`` is the reasoning graph (refinement loop and the union of the chosen masks) over the
+  session's twin, the request and the dialogue (earlier requests, the ids chosen and why);
+- ``record_turn`` turns the finished state into a :class:`~dtwin_agent.api.SegmentationResult`
+  (the one result path), writes the turn's ``mask.png``, ``overlay.png`` and ``result.json``
+  atomically and appends the turn and the two messages to the state.
 
 State is checkpointed by a LangGraph checkpointer; :class:`ChatSession` uses
 ``langgraph-checkpoint-sqlite`` (``<cache.dir>/sessions.sqlite``, one ``thread_id`` per session),
 so a session resumes after the process ends and a killed process loses no completed turn: a turn
-is committed in the checkpoint written after ``answer`` returns, and its files are written before.
+is committed in the checkpoint written after ``record_turn`` returns, and its files are written before.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import uuid
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
-import numpy as np
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import InputError
-from dtwin_agent.graph import build_graph
+from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
-from dtwin_agent.outputs.answer import answer_text
-from dtwin_agent.twin import RLE, DigitalTwin
+from dtwin_agent.graph.nodes._common import settings_of
+from dtwin_agent.graph.state import check_query, checkpoint_serializer, merge_dicts
+from dtwin_agent.llm.usage import merge_usage
+from dtwin_agent.twin import RLE, DigitalTwin, ReasoningStep
 
 MAX_DIALOGUE_TURNS = 6
 """Earlier turns the reasoner sees (older ones are summarised away)."""
@@ -49,16 +61,23 @@ class ChatInput(TypedDict, total=False):
 
 
 class ChatState(ChatInput, total=False):
-    """The checkpointed state of a chat session."""
+    """The checkpointed state of a chat session (the last turn's result fields included)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    twin: dict[str, Any]  # DigitalTwin.model_dump(mode="json"), built once per session
+    request_message_id: str  # the user message this turn answers ("" when the request came as query)
+    dialogue: str  # the earlier turns, for the reasoner
+    twin: DigitalTwin  # built once per session
     granularity: str
     granularity_reason: str
-    turns: list[dict[str, Any]]  # completed turns (see :func:`answer`)
+    steps: list[ReasoningStep]  # the last turn's reasoning path
+    stop_reason: str
     ids: list[int]  # the last answer's ids
-    mask: dict[str, Any] | None  # the last answer's mask (RLE)
+    mask: RLE | None  # the last answer's mask
     message: str  # the last answer's one-line summary
+    usage: Annotated[dict[str, Any], merge_usage]  # this turn's
+    warnings: Annotated[list[str], operator.add]  # this turn's
+    components: Annotated[dict[str, str], merge_dicts]
+    turns: list[dict[str, Any]]  # completed turns (see :func:`record_turn`)
 
 
 class ChatOutput(TypedDict, total=False):
@@ -67,7 +86,7 @@ class ChatOutput(TypedDict, total=False):
     messages: list[AnyMessage]
     turns: list[dict[str, Any]]
     ids: list[int]
-    mask: dict[str, Any] | None
+    mask: RLE | None
     message: str
     granularity: str
 
@@ -90,7 +109,8 @@ def dialogue_text(turns: list[dict[str, Any]], max_turns: int = MAX_DIALOGUE_TUR
     """The earlier turns as text for the reasoner: each request, the ids chosen and why.
 
     Args:
-        turns: completed turns, oldest first.
+        turns: completed turns, oldest first (``turn``, ``query``, ``ids``, ``objects``: the chosen
+            objects with ``id``, ``semantic`` and ``reasoning``, ``message``).
         max_turns: only the most recent ``max_turns`` are written out.
 
     Returns:
@@ -107,11 +127,11 @@ def dialogue_text(turns: list[dict[str, Any]], max_turns: int = MAX_DIALOGUE_TUR
         lines.append(f'Turn {turn["turn"]} - user: "{turn["query"]}"')
         if turn["ids"]:
             parts = []
-            for object_id in turn["ids"]:
-                entry = turn.get("objects", {}).get(str(object_id), {})
+            for entry in turn.get("objects", []):
                 why = (entry.get("reasoning") or "")[:MAX_REASON_CHARS]
-                semantic = entry.get("semantic", "")
-                parts.append(f"#{object_id} {semantic}" + (f" (because: {why})" if why else ""))
+                parts.append(
+                    f"#{entry['id']} {entry.get('semantic', '')}" + (f" (because: {why})" if why else "")
+                )
             lines.append("  you chose: " + "; ".join(parts))
         else:
             lines.append(f"  you chose no object ({turn.get('message', '')})")
@@ -124,7 +144,7 @@ def dialogue_for(turns: list[dict[str, Any]], settings: Settings) -> str:
     """The dialogue shown to the reasoner in its own ``<dialogue>`` block (oldest turns dropped to fit).
 
     It is kept apart from the current request, so the embedded keyword reasoner, which reads only
-    ``<query>``, does not match words of earlier turns, while an LLM sees the whole conversation.
+    the request, does not match words of earlier turns, while an LLM sees the whole conversation.
     """
     if not turns:
         return ""
@@ -136,57 +156,11 @@ def dialogue_for(turns: list[dict[str, Any]], settings: Settings) -> str:
     return "..." + dialogue_text(turns, 1)[-limit:]
 
 
-def _context(runtime: Runtime[Context] | None) -> Context:
-    """The run's context; on a server (context a dict or None) settings are resolved from the environment."""
-    from dtwin_agent.cache import open_cache
-    from dtwin_agent.graph.nodes._common import context_of
-
-    given = getattr(runtime, "context", None)
-    if isinstance(given, Context) and isinstance(given.settings, Settings) and given.settings != Settings():
-        return context_of(runtime)
-    # A LangGraph server passes nothing, a dict, or Context(**dict) with default or dict settings:
-    # the environment and dtwin.toml apply, then the run's own settings.
-    if isinstance(given, Context):
-        overrides = given.settings if isinstance(given.settings, dict) else None
-    else:
-        overrides = given.get("settings") if isinstance(given, dict) else None
-    settings = resolve_settings(overrides=overrides or {})
-    return Context(settings=settings, proposer=getattr(given, "proposer", None), cache=open_cache(settings))
+# --------------------------------------------------------------------------- the chat graph
 
 
 def _thread_id(config: RunnableConfig | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "default")
-
-
-def _invoke_inner(
-    graph: Any, inputs: dict[str, Any], context: Context, config: RunnableConfig | None = None
-) -> Any:
-    """Run a checkpointer-less inner graph inside a node.
-
-    ``durability="async"`` is explicit because the parent run's ``"sync"`` is inherited through
-    the config, and langgraph 1.2.22 then fails in a graph without a checkpointer
-    (``'SyncPregelLoop' object has no attribute '_put_checkpoint_fut'``).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*durability.* has no effect")
-        return graph.invoke(inputs, config, context=context, durability="async")
-
-
-def perceive(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Build the session's twin (first turn only): granularity, proposals, labels, spatial layer."""
-    if state.get("twin"):
-        return {}
-
-    if not state.get("image"):
-        raise InputError("a chat session needs an image: pass 'image' (a file path) with the first turn")
-    context = _context(runtime)
-    graph = build_graph(reasoning=False).compile(checkpointer=False)
-    out = _invoke_inner(graph, {"image": state["image"], "query": current_request(state)}, context)
-    return {
-        "twin": out["twin"],
-        "granularity": out.get("granularity", "object"),
-        "granularity_reason": out.get("granularity_reason", ""),
-    }
 
 
 def turn_dir(settings: Settings, session_id: str, turn: int) -> Path:
@@ -195,123 +169,101 @@ def turn_dir(settings: Settings, session_id: str, turn: int) -> Path:
     return Path(settings.cache.dir) / "sessions" / safe / f"turn-{turn:03d}"
 
 
-def answer(state: ChatState, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
-    """One turn: refine the twin for the request and the dialogue, write mask + overlay, record the turn.
+def start_turn(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Read the turn's request and the dialogue so far; the turn's usage and warnings start empty.
 
-    A turn record holds ``turn``, ``query``, ``ids``, ``objects`` (id -> semantic and reasoning of
-    the last refinement step), ``message``, ``stop_reason``, ``files``, ``usage``, ``warnings``,
-    ``mask`` (RLE) and ``message_ids`` (the user and assistant messages, for ``/undo``).
+    The session's twin enters here when a checkpointer gave it back as plain data.
+
+    Raises:
+        InputError: an empty request, or a first turn without an image.
     """
-    from dtwin_agent import masks as mask_ops
-    from dtwin_agent.images import load_image
-    from dtwin_agent.outputs.files import write_segment_outputs
-
     query = current_request(state)
     if not query:
         raise InputError("the request is empty: say what to segment")
-    context = _context(runtime)
-    settings = context.settings
+    if not state.get("twin") and not state.get("image"):
+        raise InputError("a chat session needs an image: pass 'image' (a file path) with the first turn")
+    from_message = not (state.get("query") or "").strip()
+    update: dict[str, Any] = {}
+    twin = state.get("twin")
+    if twin is not None and not isinstance(twin, DigitalTwin):
+        # A checkpointer that refuses this package's types (a LangGraph server under
+        # LANGGRAPH_STRICT_MSGPACK=true) hands the session's twin back as a dict: validated here.
+        update["twin"] = DigitalTwin.model_validate(twin)
+    return update | {
+        "query": query,
+        "request_message_id": state["messages"][-1].id if from_message else "",
+        "dialogue": dialogue_for(list(state.get("turns") or []), settings_of(runtime)),
+        "usage": Overwrite({}),
+        "warnings": Overwrite([]),
+    }
+
+
+def route_turn(state: ChatState) -> Literal["build_twin", "reason"]:
+    """Build the twin on the first turn only."""
+    return "reason" if state.get("twin") else "build_twin"
+
+
+def record_turn(state: ChatState, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
+    """Make the turn's :class:`~dtwin_agent.api.SegmentationResult`, write its files, record the turn.
+
+    A turn record is the result's :meth:`~dtwin_agent.api.SegmentationResult.summary` (what
+    ``result.json`` holds: ``ids``, ``objects``, ``steps``, ``usage``, ``warnings``...) plus ``turn``,
+    ``query``, ``answer`` (the reply text), ``files``, ``mask`` (RLE) and ``message_ids`` (the user
+    and assistant messages, for ``/undo``).
+    """
+    from dtwin_agent.api import SegmentationResult
+    from dtwin_agent.images import load_image
+    from dtwin_agent.outputs.files import write_segment_outputs
+
+    settings = settings_of(runtime)
     turns = list(state.get("turns") or [])
     number = len(turns) + 1
-    twin = DigitalTwin.model_validate(state["twin"])
-    limit = 10 + 2 * settings.reasoning.max_refine_steps
-    graph = build_graph(perception=False).compile(checkpointer=False)
-    out = _invoke_inner(
-        graph,
-        {
-            "image": state["image"],
-            "query": query,
-            "dialogue": dialogue_for(turns, settings),
-            "twin": state["twin"],
-        },
-        context,
-        {"recursion_limit": limit},
-    )
-    ids = list(out.get("ids", []))
-    steps = list(out.get("steps", []))
-    last = steps[-1]["objects"] if steps else {}
-    objects = {
-        str(i): {
-            "semantic": last.get(str(i), {}).get("semantic") or twin.get(i).semantic,
-            "reasoning": last.get(str(i), {}).get("reasoning", ""),
-        }
-        for i in ids
-    }
-    mask = (
-        mask_ops.decode(RLE.model_validate(out["mask"]))
-        if out.get("mask")
-        else np.zeros((twin.image.height, twin.image.width), dtype=bool)
-    )
-    result = _TurnResult(
-        mask=mask,
-        ids=ids,
-        twin=twin,
-        steps=steps,
-        message=out.get("message", ""),
-        usage=out.get("usage", {}),
-        warnings=out.get("warnings", []),
-    )
+    result = SegmentationResult.from_state(state)
     files = write_segment_outputs(
         turn_dir(settings, _thread_id(config), number), result, load_image(state["image"]).rgb
     )
-    content = answer_text(ids, objects, out.get("message", ""))
+    content = result.answer()
     new_messages: list[AnyMessage] = []
-    if (state.get("query") or "").strip():
-        human = HumanMessage(content=query, id=str(uuid.uuid4()))
+    human_id = state.get("request_message_id") or ""
+    if not human_id:
+        human = HumanMessage(content=state["query"], id=str(uuid.uuid4()))
         new_messages.append(human)
         human_id = human.id
-    else:
-        human_id = state["messages"][-1].id
     reply = AIMessage(content=content, id=str(uuid.uuid4()))
     new_messages.append(reply)
+    mask = state.get("mask")
     record = {
         "turn": number,
-        "query": query,
-        "ids": ids,
-        "objects": objects,
-        "message": out.get("message", ""),
-        "stop_reason": out.get("stop_reason", ""),
+        "query": state["query"],
+        **result.summary(),
+        "answer": content,
         "files": {k: str(v) for k, v in files.items()},
-        "usage": out.get("usage", {}),
-        "warnings": list(out.get("warnings", [])),
-        "mask": out.get("mask"),
+        "mask": mask.model_dump(mode="json") if mask is not None else None,
         "message_ids": [human_id, reply.id],
     }
     return {
         "turns": [*turns, record],
-        "ids": ids,
-        "mask": out.get("mask"),
-        "message": out.get("message", ""),
         "query": "",
+        "request_message_id": "",
         "messages": new_messages,
     }
 
 
-class _TurnResult:
-    """The fields :func:`~dtwin_agent.outputs.files.write_segment_outputs` reads."""
-
-    def __init__(self, **fields: Any):
-        self.__dict__.update(fields)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "ids": self.ids,
-            "message": self.message,
-            "steps": self.steps,
-            "usage": self.usage,
-            "warnings": self.warnings,
-            "image": self.twin.image.model_dump(),
-        }
-
-
 def build_chat_graph() -> StateGraph:
-    """The uncompiled chat graph ``perceive -> answer``; compile it with a checkpointer."""
+    """The uncompiled chat graph (see the module docstring); compile it with a checkpointer.
+
+    The perception and reasoning graphs are compiled here, once, and added as nodes.
+    """
     builder = StateGraph(ChatState, context_schema=Context, input_schema=ChatInput, output_schema=ChatOutput)
-    builder.add_node("perceive", perceive)
-    builder.add_node("answer", answer)
-    builder.add_edge(START, "perceive")
-    builder.add_edge("perceive", "answer")
-    builder.add_edge("answer", END)
+    builder.add_node("start_turn", start_turn)
+    builder.add_node("build_twin", build_graph(reasoning=False).compile())
+    builder.add_node("reason", build_graph(perception=False).compile())
+    builder.add_node("record_turn", record_turn)
+    builder.add_edge(START, "start_turn")
+    builder.add_conditional_edges("start_turn", route_turn, ["build_twin", "reason"])
+    builder.add_edge("build_twin", "reason")
+    builder.add_edge("reason", "record_turn")
+    builder.add_edge("record_turn", END)
     return builder
 
 
@@ -359,33 +311,31 @@ class ChatSession:
     ):
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        from dtwin_agent.api import image_reference
-        from dtwin_agent.cache import open_cache
-        from dtwin_agent.images import load_image
+        from dtwin_agent.images import image_file, load_image
 
         self.settings = (
             settings if isinstance(settings, Settings) else resolve_settings(overrides=settings or {})
         )
         self.session_id = session_id or new_session_id()
-        self.image = image_reference(image, self.settings)
-        self.context = Context(settings=self.settings, proposer=proposer, cache=open_cache(self.settings))
+        self.image = image_file(image, Path(self.settings.cache.dir) / "images")
+        self.context = Context(settings=self.settings, proposer=proposer)
         path = Path(db_path) if db_path else sessions_db(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-        saver = SqliteSaver(self._conn)
+        saver = SqliteSaver(self._conn, serde=checkpoint_serializer())
         saver.setup()
         self.graph = build_chat_graph().compile(checkpointer=saver)
-        self.config: RunnableConfig = {"configurable": {"thread_id": self.session_id}}
-        values = self.values
-        if values.get("twin"):
-            mine = load_image(self.image).sha256
-            theirs = values["twin"]["image"]["sha256"]
-            if mine != theirs:
-                self.close()
-                raise InputError(
-                    f"session {self.session_id} is about another image "
-                    f"({values['twin']['image'].get('source')}); start a new session for this one"
-                )
+        self.config: RunnableConfig = {
+            "configurable": {"thread_id": self.session_id},
+            "recursion_limit": recursion_limit(self.settings),
+        }
+        twin = self.twin
+        if twin is not None and load_image(self.image).sha256 != twin.image.sha256:
+            self.close()
+            raise InputError(
+                f"session {self.session_id} is about another image ({twin.image.source}); "
+                "start a new session for this one"
+            )
 
     # -- state
 
@@ -407,20 +357,17 @@ class ChatSession:
     @property
     def twin(self) -> DigitalTwin | None:
         """The session's twin (None before the first turn)."""
-        twin = self.values.get("twin")
-        return DigitalTwin.model_validate(twin) if twin else None
+        return self.values.get("twin")
 
     # -- actions
 
     def ask(self, query: str) -> dict[str, Any]:
-        """Run one turn and return its record (see :func:`answer`).
+        """Run one turn and return its record (see :func:`record_turn`).
 
         Raises:
             InputError: an empty or over-long request.
 
         """
-        from dtwin_agent.api import check_query
-
         query = check_query(query, self.settings, required=True)
         state = self.graph.invoke(
             {"image": self.image, "query": query}, self.config, context=self.context, durability="sync"
@@ -474,12 +421,14 @@ class ChatSession:
             {
                 "turns": remaining,
                 "ids": previous.get("ids", []),
-                "mask": previous.get("mask"),
+                "mask": RLE.model_validate(previous["mask"]) if previous.get("mask") else None,
                 "message": previous.get("message", ""),
+                "steps": [ReasoningStep.model_validate(step) for step in previous.get("steps", [])],
+                "stop_reason": previous.get("stop_reason", ""),
                 "query": "",
                 "messages": [RemoveMessage(id=i) for i in removed.get("message_ids", []) if i],
             },
-            as_node="answer",
+            as_node="record_turn",
         )
         return removed
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.outputs.answer import answer_text
 
 
 class SegmentArgs(BaseModel):
@@ -211,14 +210,6 @@ class DTwinSegmentTool(BaseTool):
         ).hexdigest()
         base = self.output_dir or Path(self.settings.cache.dir) / "results"
         paths = write_segment_outputs(base / run_id[:16], result, load_image(path).rgb)
-        last = result.steps[-1]["objects"] if result.steps else {}
-        objects = {
-            str(i): {
-                "semantic": last.get(str(i), {}).get("semantic") or result.twin.get(i).semantic,
-                "reasoning": last.get(str(i), {}).get("reasoning", ""),
-            }
-            for i in result.ids
-        }
         artifact = {
             "ids": list(result.ids),
             "mask_rle": mask_ops.encode(result.mask).model_dump(mode="json"),
@@ -227,7 +218,7 @@ class DTwinSegmentTool(BaseTool):
             "session_id": None,
             "message": result.message,
         }
-        return answer_text(result.ids, objects, result.message), artifact
+        return result.answer(), artifact
 
     def _session_turn(self, path: Path, query: str, session_id: str) -> tuple[str, dict[str, Any]]:
         from dtwin_agent.integrations.chat import ChatSession
@@ -246,4 +237,4 @@ class DTwinSegmentTool(BaseTool):
             "turn": turn["turn"],
             "message": turn["message"],
         }
-        return answer_text(turn["ids"], turn["objects"], turn["message"]), artifact
+        return turn["answer"], artifact

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from dtwin_agent.config import OFFLINE, Settings
+from dtwin_agent.config import LEXICAL, OFFLINE, Settings
 from dtwin_agent.errors import ConfigError
 
 Role = Literal["vlm", "llm"]
@@ -126,11 +126,18 @@ def _build(
         raise ConfigError(f"{setting} = {spec!r} could not be built: {type(exc).__name__}: {exc}") from exc
 
 
-def _offline(role: Role) -> BaseChatModel:
-    from dtwin_agent.offline import lexical as offline_models
-
-    cls = getattr(offline_models, "OfflineVLM", None) if role == "vlm" else None
-    return (cls or offline_models.OfflineLLM)()
+def _no_chat_model(role: Role, spec: str) -> ConfigError:
+    """The error for an offline setting that stands for no chat model on this machine."""
+    if role == "vlm":
+        what = "the offline labeller and text-only granularity, not a chat model"
+    elif spec.strip().lower() == LEXICAL:
+        what = "the keyword reasoner, not a chat model (dtwin_agent.reasoning.get_reasoner gives it)"
+    else:
+        what = (
+            f"the keyword reasoner {LEXICAL} here, not a chat model: the local LLM is not fetched "
+            "(dtwin models fetch --offline-profile)"
+        )
+    return ConfigError(f"models.{role} = {spec!r} stands for {what}")
 
 
 def _digest(secret: str | None) -> str:
@@ -148,15 +155,17 @@ def chat_model(role: Role, settings: Settings) -> BaseChatModel:
     """The chat model playing ``role`` (``"vlm"`` or ``"llm"``) under ``settings``.
 
     A chat model instance in the settings is returned as is; ``"offline"`` (or an empty value)
-    gives the offline profile's LLM (the local Qwen model when it is fetched, else the keyword
-    matcher, see :mod:`dtwin_agent.offline.profile`); ``"local:NAME"`` a model of the store served on
+    gives the offline profile's LLM when it is fetched (the local Qwen model, see
+    :mod:`dtwin_agent.offline.profile`); ``"local:NAME"`` a model of the store served on
     127.0.0.1; a ``"provider:model"`` string is built with
     ``init_chat_model`` (``base_url``, ``api_key``, ``temperature``, ``timeout``; provider
     retries off) and cached per role, spec, base URL, key and sampling settings. An ``openai:``
     model with a ``base_url`` and no key anywhere gets a placeholder key, as local servers need none.
 
     Raises:
-        ConfigError: one line naming the setting, when the spec has no provider, the provider is
+        ConfigError: one line naming the setting, when it stands for no chat model here
+            (``"offline"`` without the fetched local LLM, ``"offline:lexical"``: reasoners come
+            from :func:`dtwin_agent.reasoning.get_reasoner`), the spec has no provider, the provider is
             unknown, its integration package is missing (with the ``pip install`` to run) or its
             API key is missing (with the environment variable to set).
 
@@ -164,11 +173,14 @@ def chat_model(role: Role, settings: Settings) -> BaseChatModel:
     spec = getattr(settings.models, role)
     if isinstance(spec, BaseChatModel):
         return spec
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", OFFLINE)):
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", OFFLINE, LEXICAL)):
         from dtwin_agent.offline.profile import offline_llm_name
 
-        local = offline_llm_name(settings) if role == "llm" else None
-        return _local(local, settings) if local else _offline(role)
+        offline = (spec or "").strip().lower() == OFFLINE or not spec
+        local = offline_llm_name(settings) if role == "llm" and offline else None
+        if local:
+            return _local(local, settings)
+        raise _no_chat_model(role, spec or "")
     if isinstance(spec, str) and spec.strip().lower().startswith("local:"):
         return _local(spec.strip()[len("local:") :], settings)
     if not isinstance(spec, str):

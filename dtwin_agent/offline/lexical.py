@@ -1,22 +1,24 @@
-"""The embedded no-network reasoner: a LangChain chat model that matches words, not an LLM.
+"""The embedded keyword reasoner ``offline:lexical``: matches words, not an LLM.
 
-:class:`OfflineLLM` lets every node of the graph run with no key and no network. It reads the
-same prompts a hosted LLM gets and answers in the same JSON, but it decides by keyword overlap
-between the query and each object's semantic text. Its answers say so. Real use wants a real
-LLM (``models.llm``).
+:class:`LexicalReasoner` implements the :class:`~dtwin_agent.reasoning.base.Reasoner` interface on
+structured input (the twin, the query, the previous step), so every node of the graph runs with no
+key, no network and no fetched model. It decides by keyword overlap between the query and each
+object's semantic text and says so in every reasoning note and in its name. It reads only the
+request, never the dialogue of a chat session. Real use wants a real LLM (``models.llm``).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+import time
 
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from dtwin_agent.config import LEXICAL, Settings
+from dtwin_agent.llm.schemas import GranularityChoice
+from dtwin_agent.llm.usage import Usage
+from dtwin_agent.reasoning.base import Reply, step_from_kept
+from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
-NAME = "offline:lexical"
+NAME = LEXICAL
 
 _STOP = set(
     """a an the of to in on at for with and or is are be it its this that these those which what where who
@@ -43,92 +45,90 @@ def _terms(text: str) -> set[str]:
     return {_stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP and len(w) > 1}
 
 
-def _tag(text: str, name: str) -> str | None:
-    match = re.search(rf"<{name}>\s*(.*?)\s*</{name}>", text, flags=re.S)
-    return match.group(1) if match else None
-
-
-def _granularity(query: str) -> dict[str, str]:
+def keyword_granularity(query: str) -> GranularityChoice:
+    """Part words -> ``part``, group words -> ``group``, else ``object``."""
     words = set(re.findall(r"[a-z]+", query.lower()))
     if words & _PART_WORDS:
         hit = sorted(words & _PART_WORDS)[0]
-        return {"granularity": "part", "reason": f"offline keyword rule: '{hit}' names a part"}
+        return GranularityChoice(granularity="part", reason=f"offline keyword rule: '{hit}' names a part")
     if words & _GROUP_WORDS:
         hit = sorted(words & _GROUP_WORDS)[0]
-        return {"granularity": "group", "reason": f"offline keyword rule: '{hit}' suggests several objects"}
-    return {"granularity": "object", "reason": "offline keyword rule: no part or group words"}
+        return GranularityChoice(
+            granularity="group", reason=f"offline keyword rule: '{hit}' suggests several objects"
+        )
+    return GranularityChoice(granularity="object", reason="offline keyword rule: no part or group words")
 
 
-def _scores(query: str, twin: dict[str, dict[str, str]]) -> dict[int, tuple[int, list[str]]]:
+def keyword_scores(query: str, semantics: dict[int, str]) -> dict[int, list[str]]:
+    """For each id, the query's terms its semantic shares (stemmed, stop words left out)."""
     wanted = _terms(query)
-    out = {}
-    for key, entry in twin.items():
-        hits = sorted(wanted & _terms(entry.get("semantic", "")))
-        out[int(key)] = (len(hits), hits)
-    return out
+    return {object_id: sorted(wanted & _terms(text)) for object_id, text in semantics.items()}
 
 
-def _refine(query: str, twin: dict[str, dict[str, str]], single_shot: bool) -> dict[str, Any]:
-    scores = _scores(query, twin)
-    best = max((s for s, _ in scores.values()), default=0)
-    if best == 0:
-        keep: list[int] = []
-    elif single_shot or any("reasoning" in e for e in twin.values()):
-        keep = [i for i, (s, _) in scores.items() if s == best]  # later steps keep the best matches
-    else:
-        keep = [i for i, (s, _) in scores.items() if s > 0]  # step 1 keeps every match
-    if single_shot:
-        return {"ids": keep, "reason": f"{NAME}: keyword overlap with the query (best {best})"}
-    objects = [
-        {
-            "id": i,
-            "semantic": twin[str(i)].get("semantic", ""),
-            "reasoning": f"{NAME}: shares {', '.join(scores[i][1])} with the query "
-            f"({scores[i][0]} of the best {best})",
-        }
-        for i in keep
-    ]
-    return {"objects": objects}
+class LexicalReasoner:
+    """Keyword overlap standing in for an LLM (the ``offline:lexical`` reasoner).
 
+    Refinement step 1 keeps every object whose semantic shares a word with the query, later steps
+    only the best matches; single-shot keeps the best matches; the SFTDT path runs the refinement
+    rules until they converge. Usage counts one call per answer, no tokens.
 
-class OfflineLLM(BaseChatModel):
-    """Keyword-matching stand-in for an LLM, reached through the chat-model interface.
-
-    It answers the granularity prompt (keyword rules), the refinement prompt (keeps objects whose
-    semantic shares words with the query, then only the best matches) and the single-shot prompt.
+    Args:
+        settings: ``reasoning.max_refine_steps`` bounds :meth:`path`.
     """
 
-    @property
-    def _llm_type(self) -> str:
-        return NAME
+    name = f"{NAME} (keyword matcher, not an LLM)"
 
-    def _answer(self, text: str) -> dict[str, Any]:
-        query = _tag(text, "query") or ""
-        twin_text = _tag(text, "digital_twin")
-        if twin_text is None:
-            return _granularity(query)
-        try:
-            twin = json.loads(twin_text)
-        except json.JSONDecodeError:
-            twin = {}
-        single = '"ids"' in (_tag(text, "answer_format") or "")
-        return _refine(query, twin, single_shot=single)
+    def __init__(self, settings: Settings | None = None):
+        self.max_steps = settings.reasoning.max_refine_steps if settings is not None else 4
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = "\n".join(m.text for m in messages if m.type in ("human", "system"))
-        content = json.dumps(self._answer(text), ensure_ascii=False)
-        message = AIMessage(
-            content=content,
-            usage_metadata={
-                "input_tokens": len(text) // 4,
-                "output_tokens": len(content) // 4,
-                "total_tokens": (len(text) + len(content)) // 4,
-            },
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+    def granularity(self, query: str, usage: Usage) -> Reply[GranularityChoice]:
+        """Keyword rules on the request."""
+        started = time.perf_counter()
+        choice = keyword_granularity(query)
+        usage.add("granularity", seconds=time.perf_counter() - started)
+        return Reply(choice)
+
+    def _keep(
+        self, twin: DigitalTwin, query: str, previous: ReasoningStep, *, best_only: bool
+    ) -> ReasoningStep:
+        shown = twin.prompt_twin(previous)
+        scores = keyword_scores(query, {i: entry.semantic for i, entry in shown.root.items()})
+        best = max((len(hits) for hits in scores.values()), default=0)
+        keep = [i for i, hits in scores.items() if hits and (len(hits) == best or not best_only)]
+        kept = [
+            (
+                i,
+                "",
+                f"{NAME}: shares {', '.join(scores[i])} with the query ({len(scores[i])} of the best {best})",
+            )
+            for i in keep
+        ]
+        return step_from_kept(twin, previous, kept)
+
+    def refine(
+        self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
+    ) -> Reply[ReasoningStep]:
+        """Step 1 keeps every match, later steps the best matches (the dialogue is not read)."""
+        started = time.perf_counter()
+        step = self._keep(twin, query, previous, best_only=previous.step >= 1)
+        usage.add("refine", seconds=time.perf_counter() - started)
+        return Reply(step)
+
+    def single_shot(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[ReasoningStep]:
+        """The best matches in one step."""
+        started = time.perf_counter()
+        step = self._keep(twin, query, ReasoningStep(step=0, ids=twin.ids), best_only=True)
+        usage.add("refine", seconds=time.perf_counter() - started)
+        return Reply(step)
+
+    def path(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[list[ReasoningStep]]:
+        """The refinement rules run to convergence, as one answer."""
+        started = time.perf_counter()
+        steps = [ReasoningStep(step=0, ids=twin.ids)]
+        while steps[-1].ids and len(steps) <= self.max_steps:
+            step = self._keep(twin, query, steps[-1], best_only=len(steps) > 1)
+            steps.append(step)
+            if set(step.ids) == set(steps[-2].ids):
+                break
+        usage.add("refine", seconds=time.perf_counter() - started)
+        return Reply(steps[1:])

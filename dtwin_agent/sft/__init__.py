@@ -6,13 +6,11 @@ optional ``transformers`` and ``peft`` packages (imported when training starts).
 
 from dtwin_agent.sft.records import (
     SEGDT_VERSION,
-    ObjectDecision,
-    ReasoningStep,
     SegDTInput,
     SegDTRecord,
     SegDTTarget,
-    TwinEntry,
-    parse_output,
+    SFTDTAnswer,
+    parse_answer,
     parse_record,
     read_records,
     render_messages,
@@ -22,13 +20,11 @@ from dtwin_agent.sft.records import (
 
 __all__ = [
     "SEGDT_VERSION",
-    "ObjectDecision",
-    "ReasoningStep",
     "SegDTInput",
     "SegDTRecord",
     "SegDTTarget",
-    "TwinEntry",
-    "parse_output",
+    "SFTDTAnswer",
+    "parse_answer",
     "parse_record",
     "read_records",
     "render_messages",

@@ -15,15 +15,8 @@ from typing import Any
 import numpy as np
 
 from dtwin_agent.errors import InputError
-from dtwin_agent.sft.records import (
-    ObjectDecision,
-    ReasoningStep,
-    SegDTInput,
-    SegDTRecord,
-    SegDTTarget,
-    TwinEntry,
-)
-from dtwin_agent.twin import DigitalTwin
+from dtwin_agent.sft.records import SegDTInput, SegDTRecord, SegDTTarget
+from dtwin_agent.twin import DigitalTwin, ObjectDecision, ReasoningStep
 
 
 def object_overlaps(
@@ -113,11 +106,7 @@ def build_skeleton(
     return SegDTRecord(
         id=record_id,
         status="skeleton",
-        input=SegDTInput(
-            query=query,
-            twin={o.id: TwinEntry(spatial=o.spatial, semantic=o.semantic) for o in objects},
-            granularity=twin.granularity,
-        ),
+        input=SegDTInput.from_twin(twin, query, ids=[o.id for o in objects]),
         target=SegDTTarget(steps=[ReasoningStep(step=1, objects=decisions)], ids=suggested),
         meta={
             "image": twin.image.model_dump(),

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dtwin_agent.errors import InputError
+from dtwin_agent.errors import InputError, ParseError
+from dtwin_agent.llm.parsing import ParseReport, coerce_id, extract_json
+from dtwin_agent.twin import DigitalTwin, ObjectDecision, PromptTwin, ReasoningStep
 
 SEGDT_VERSION = 1
 
@@ -46,7 +48,6 @@ SFTDT_SYSTEM = (
 #: User message of the SFTDT model: the same tags as the pipeline's single-shot prompt.
 SFTDT_USER = "<query>{query}</query>\n<digital_twin>{twin_json}</digital_twin>"
 
-Decision = Literal["kept", "rejected"]
 Status = Literal["skeleton", "annotated"]
 
 
@@ -54,55 +55,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TwinEntry(_Model):
-    """One object of JSON(D): T_i and S_i (paper Eq. 5)."""
-
-    spatial: str = ""
-    semantic: str = ""
-
-
-class ObjectDecision(_Model):
-    """The decision C(i, x_txt, D^(j-1)) on one object at one step, with S_i^(j) and R_i^(j) (Eq. 8)."""
-
-    decision: Decision
-    semantic: str = Field(default="", description="S_i^(j), the updated semantic (kept objects)")
-    reasoning: str = Field(default="", description="R_i^(j): why the object is kept or rejected")
-
-
-class ReasoningStep(_Model):
-    """One transition D^(j-1) -> D^(j) = F_refine(D^(j-1), x_txt) (paper Eq. 7)."""
-
-    step: int = Field(ge=1)
-    objects: dict[int, ObjectDecision] = Field(description="id -> decision, for every object of D^(j-1)")
-
-    @property
-    def kept(self) -> list[int]:
-        """I^(j): the ids kept at this step, in id order."""
-        return sorted(i for i, d in self.objects.items() if d.decision == "kept")
-
-
 class SegDTInput(_Model):
     """The input of Eq. 9: JSON(D) and the text query x_txt."""
 
     query: str = Field(min_length=1)
-    twin: dict[int, TwinEntry] = Field(description="JSON(D^(0)): id -> {spatial, semantic}")
+    twin: PromptTwin = Field(description="JSON(D^(0)): id -> {spatial, semantic}")
     granularity: str = "object"
 
     @field_validator("twin")
     @classmethod
-    def _ids_positive(cls, v: dict[int, TwinEntry]) -> dict[int, TwinEntry]:
+    def _ids_positive(cls, v: PromptTwin) -> PromptTwin:
         bad = [i for i in v if i < 1]
         if bad:
             raise ValueError(f"object ids must be >= 1, got {bad}")
         return v
 
+    @classmethod
+    def from_twin(cls, twin: DigitalTwin, query: str, ids: list[int] | None = None) -> SegDTInput:
+        """The input for ``twin`` (restricted to ``ids``, e.g. D_filtered) and ``query``.
+
+        Training records (:func:`~dtwin_agent.sft.build.build_skeleton`) and SFTDT serving
+        (``reasoning.mode = "sftdt"``) both build their input here.
+        """
+        step = None if ids is None else ReasoningStep(step=0, ids=ids)
+        return cls(query=query, twin=twin.prompt_twin(step), granularity=twin.granularity)
+
     def twin_json(self) -> str:
-        """JSON(D) exactly as the model sees it (compact, ids as keys in ascending order)."""
-        return json.dumps(
-            {str(i): self.twin[i].model_dump() for i in sorted(self.twin)},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        """JSON(D) exactly as the model sees it (:meth:`~dtwin_agent.twin.PromptTwin.to_prompt_json`)."""
+        return self.twin.to_prompt_json()
 
 
 class SegDTTarget(_Model):
@@ -203,18 +183,80 @@ def render_target(record: SegDTRecord) -> tuple[str, list[tuple[int, int]], list
     return "".join(parts), decision_spans, [(start, start + len(ids_text))]
 
 
-def parse_output(text: str) -> tuple[list[dict[str, Any]], list[int]]:
-    """Parse an SFTDT model answer into ``(path, ids)``.
+class SFTDTAnswer(_Model):
+    """An SFTDT model's answer, as :func:`render_target` writes it: the path D^(1..K) and the ids I."""
+
+    path: list[ReasoningStep]
+    ids: list[int]
+
+
+def parse_answer(text: str, twin_ids: Sequence[int]) -> tuple[list[ReasoningStep], ParseReport]:
+    """Parse an SFTDT answer ``{"path": [...], "ids": [...]}`` into the reasoning path (paper Eq. 9).
+
+    Steps are numbered 1..K in answer order. Each step may decide only objects kept by the step
+    before (all of D for step 1); other ids are dropped and reported, objects it leaves undecided
+    are dropped too (``missing_ids``). When the final ``ids`` differ from the last step's kept ids, a
+    last step with exactly those ids is added (noted): I is what the model answered.
+
+    Args:
+        text: the model's answer (JSON, possibly fenced or slightly broken; see
+            :func:`~dtwin_agent.llm.parsing.extract_json`).
+        twin_ids: the ids of D.
+
+    Returns:
+        ``(steps, report)``; ``steps[-1].ids`` is I.
 
     Raises:
-        InputError: if the text is not the expected JSON.
+        ParseError: when the text holds no such object or no list of ``ids``.
 
     """
-    try:
-        data = json.loads(text)
-        return list(data.get("path", [])), [int(i) for i in data["ids"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"not an SFTDT answer: {exc}") from exc
+    report = ParseReport()
+    value = extract_json(text, report)
+    if not isinstance(value, dict) or not isinstance(value.get("ids"), list):
+        raise ParseError(
+            'not an SFTDT answer; answer {"path": [{"step": 1, "objects": {...}}], "ids": [...]}'
+        )
+    known = list(twin_ids)
+    previous = known
+    steps: list[ReasoningStep] = []
+    for entry in value.get("path") or []:
+        objects = entry.get("objects") if isinstance(entry, dict) else None
+        if not isinstance(objects, dict):
+            report.note(f"path entry {entry!r:.60} has no objects; skipped")
+            continue
+        decisions: dict[int, ObjectDecision] = {}
+        for key, fields in objects.items():
+            object_id = coerce_id(key)
+            if object_id is None or object_id not in previous:
+                report.unknown_ids.append(object_id if object_id is not None else -1)
+                continue
+            fields = fields if isinstance(fields, dict) else {}
+            rejected = str(fields.get("decision", "kept")).strip().lower() == "rejected"
+            decisions[object_id] = ObjectDecision(
+                decision="rejected" if rejected else "kept",
+                semantic=str(fields.get("semantic") or ""),
+                reasoning=str(fields.get("reasoning") or ""),
+            )
+        report.missing_ids.extend(i for i in previous if i not in decisions)
+        step = ReasoningStep(step=len(steps) + 1, objects=decisions)
+        steps.append(step)
+        previous = step.ids
+    ids: list[int] = []
+    for raw in value["ids"]:
+        object_id = coerce_id(raw)
+        if object_id is None or object_id not in known:
+            report.unknown_ids.append(object_id if object_id is not None else -1)
+        elif object_id in ids:
+            report.duplicate_ids.append(object_id)
+        else:
+            ids.append(object_id)
+    if not steps or sorted(ids) != steps[-1].kept:
+        if steps:
+            report.note(
+                f"the answer's ids {sorted(ids)} differ from its last step's {steps[-1].kept}; ids used"
+            )
+        steps.append(ReasoningStep(step=len(steps) + 1, ids=ids))
+    return steps, report
 
 
 # --------------------------------------------------------------------------------------------- IO

@@ -55,8 +55,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"langgraph dev not ready after {timeout} s")
 
 
-@pytest.fixture
-def server(tmp_path: Path):
+@pytest.fixture(params=["default", "strict_msgpack"])
+def server(tmp_path: Path, request: pytest.FixtureRequest):
     command = langgraph_command()
     if command is None:
         pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
@@ -73,6 +73,8 @@ def server(tmp_path: Path):
         "LANGSMITH_TRACING": "false",
         "LANGCHAIN_TRACING_V2": "false",
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        # strict: checkpoints rebuild only allow-listed types (the typed state must survive both)
+        "LANGGRAPH_STRICT_MSGPACK": "true" if request.param == "strict_msgpack" else "false",
     }
     config = json.loads((REPO / "langgraph.json").read_text())
     # the repo's langgraph.json with its paths made absolute, so the server's files stay in tmp_path

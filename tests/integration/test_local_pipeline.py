@@ -49,7 +49,7 @@ def test_whole_graph_runs_on_the_local_llm(tmp_path):
     assert stages["granularity"]["calls"] >= 1 and stages["refine"]["calls"] >= 1
     assert stages["refine"]["output_tokens"] > 0
     assert LLM in result.components["reasoning"] and LLM in result.components["granularity"]
-    ids = [set(step["ids"]) for step in result.steps]
+    ids = [set(step.ids) for step in result.steps]
     assert all(b <= a for a, b in zip(ids, ids[1:], strict=False))  # D^(j) keeps a subset
     assert set(result.ids) <= set(result.twin.ids)
     assert result.stop_reason in {"converged", "empty", "max_steps"}

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from dtwin_agent import masks
-from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, Relation, TwinObject
+from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, ObjectDecision, ReasoningStep, Relation, TwinObject
 
 
 def square(h, w, x0, y0, x1, y1):
@@ -78,7 +78,14 @@ def test_prompt_json_has_no_masks_and_follows_eq5():
         "1": {"spatial": "T1", "semantic": "thing 1"},
         "2": {"spatial": "T2", "semantic": "thing 2"},
     }
-    step = json.loads(twin.to_prompt_json(ids=[2], semantics={2: "new"}, reasoning={2: "because"}))
+    refined = ReasoningStep(
+        step=1,
+        objects={
+            1: ObjectDecision(decision="rejected"),
+            2: ObjectDecision(semantic="new", reasoning="because"),
+        },
+    )
+    step = json.loads(twin.to_prompt_json(refined))
     assert step == {"2": {"spatial": "T2", "semantic": "new", "reasoning": "because"}}
     assert "counts" not in twin.to_prompt_json()
 

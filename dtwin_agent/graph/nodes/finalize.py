@@ -12,18 +12,21 @@ _STOP_TEXT = {
     "empty": "no object satisfies the query",
     "max_steps": "the step limit was reached",
     "single_shot": "single-shot answer",
+    "sftdt": "SFTDT answer (the whole path in one call)",
     "unparseable": "the reasoner's answer could not be parsed",
 }
 
 
 def finalize(state: dict[str, Any]) -> dict[str, Any]:
-    """Union the chosen masks into one RLE at the original size and say what was chosen."""
-    twin = DigitalTwin.model_validate(state["twin"])
-    ids = [i for i in state.get("current_ids", []) if i in set(twin.ids)]
+    """Union the last step's objects into one RLE at the original size and say what was chosen."""
+    twin: DigitalTwin = state["twin"]
+    steps = state.get("steps") or []
+    known = set(twin.ids)
+    ids = [i for i in (steps[-1].ids if steps else []) if i in known]
     union = twin.union_mask(ids)
     reason = _STOP_TEXT.get(state.get("stop_reason", ""), state.get("stop_reason", ""))
     if ids:
         message = f"chose {len(ids)} object(s): {', '.join(map(str, ids))} ({reason})"
     else:
         message = f"empty answer: no object chosen ({reason}); the mask is empty"
-    return {"ids": ids, "mask": mask_ops.encode(union).model_dump(), "message": message}
+    return {"ids": ids, "mask": mask_ops.encode(union), "message": message}

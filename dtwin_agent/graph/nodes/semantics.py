@@ -20,9 +20,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from dtwin_agent import masks as mask_ops
-from dtwin_agent.config import Settings
+from dtwin_agent.config import Settings, is_offline, model_name
 from dtwin_agent.graph.context import Context
-from dtwin_agent.graph.nodes._common import context_of, image_of, is_offline, model_name
+from dtwin_agent.graph.nodes._common import context_of, image_of
 from dtwin_agent.images import downscale
 from dtwin_agent.llm.call import invoke_structured
 from dtwin_agent.llm.models import chat_model
@@ -82,10 +82,10 @@ def batch_messages(
     return [SystemMessage(system), HumanMessage(content=content)]
 
 
-def _label_key(sha: str, rle: dict[str, Any], system: str, query: str, model: str) -> str:
+def _label_key(sha: str, rle: RLE, system: str, query: str, model: str) -> str:
     from dtwin_agent.cache import content_key
 
-    return content_key("label", sha, rle["counts"], rle["size"], system, query, model)
+    return content_key("label", sha, rle.counts, list(rle.size), system, query, model)
 
 
 def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
@@ -93,12 +93,10 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     context = context_of(runtime)
     settings = context.settings
     records = state.get("proposals", [])
-    if state.get("cached_twin"):
-        return {}  # labels came with the cached twin
     if not records:
         return {"semantics": {}}
     image = image_of(state)
-    decoded = [(r["id"], mask_ops.decode(RLE.model_validate(r["mask"]))) for r in records]
+    decoded = [(r.id, mask_ops.decode(r.mask)) for r in records]
     spec = settings.models.vlm
     if is_offline(spec):
         started = time.perf_counter()
@@ -123,9 +121,9 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
     system = system_prompt(settings)
     model = chat_model("vlm", settings)
     name = model_name(spec)
-    cache = context.cache
+    cache = context.get_cache()
     semantics: dict[str, str] = {}
-    keys = {r["id"]: _label_key(image.sha256, r["mask"], system, query, name) for r in records}
+    keys = {r.id: _label_key(image.sha256, r.mask, system, query, name) for r in records}
     todo = []
     for object_id, mask in decoded:
         hit = cache.get("label", keys[object_id]) if cache is not None else None

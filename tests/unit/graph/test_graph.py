@@ -91,7 +91,7 @@ def test_loop_stops_on_empty(scene):
     result = segment(img, "a car", settings=settings_with(label_vlm(), llm), proposer=proposer)
     assert result.ids == [] and result.stop_reason == "empty"
     assert not result.mask.any() and "empty" in result.message
-    assert [s["ids"] for s in result.steps] == [[1, 2, 3], [1, 3], []]
+    assert [s.ids for s in result.steps] == [[1, 2, 3], [1, 3], []]
 
 
 def test_loop_stops_at_step_limit_with_monotone_ids(scene):
@@ -105,10 +105,10 @@ def test_loop_stops_at_step_limit_with_monotone_ids(scene):
     )
     settings = settings_with(label_vlm(), llm, **{"reasoning.max_refine_steps": 2})
     result = segment(img, "the bowl", settings=settings, proposer=proposer)
-    ids = [set(s["ids"]) for s in result.steps]
+    ids = [set(s.ids) for s in result.steps]
     assert all(b <= a for a, b in zip(ids, ids[1:], strict=False))
     assert result.stop_reason == "max_steps" and len(llm.calls) == 2 and result.ids == [1]
-    assert result.steps[2]["report"]["unknown_ids"] == [9]
+    assert result.steps[2].report["unknown_ids"] == [9]
     assert any("unknown ids [9]" in w for w in result.warnings)
 
 
@@ -116,7 +116,7 @@ def test_ids_outside_previous_step_are_dropped(scene):
     img, _, proposer = scene
     llm = scripted_llm(['{"objects": [{"id": 2}]}', '{"objects": [{"id": 2}, {"id": 3}]}'])
     result = segment(img, "fruit", settings=settings_with(label_vlm(), llm), proposer=proposer)
-    assert result.ids == [2] and result.steps[-1]["report"]["unknown_ids"] == [3]
+    assert result.ids == [2] and result.steps[-1].report["unknown_ids"] == [3]
 
 
 def test_unparseable_answer_is_repaired_once(scene):
@@ -182,14 +182,14 @@ def test_missing_labels_are_reported(scene):
     assert any("no usable label for object 2" in w for w in result.warnings)
 
 
-def test_stream_yields_one_update_per_node(scene):
+def test_stream_yields_one_update_per_node(scene, tmp_path):
     img, _, proposer = scene
     graph = build_graph().compile(checkpointer=InMemorySaver())
     llm = scripted_llm(['{"objects": [{"id": 2}]}', '{"objects": [{"id": 2}]}'])
     settings = settings_with(label_vlm(), llm)
-    from dtwin_agent.api import image_reference
+    from dtwin_agent.images import image_file
 
-    inputs = {"image": image_reference(img, settings), "query": "fruit"}
+    inputs = {"image": image_file(img, tmp_path), "query": "fruit"}
     nodes = [
         next(iter(chunk))
         for chunk in graph.stream(
@@ -200,16 +200,19 @@ def test_stream_yields_one_update_per_node(scene):
         )
     ]
     assert nodes == [
+        "load_image",
         "select_granularity",
+        "lookup_twin",
         "propose_masks",
         "assign_semantics",
         "build_spatial",
+        "store_twin",
         "refine",
         "refine",
         "finalize",
     ]
     state = graph.get_state({"configurable": {"thread_id": "t"}}).values
-    assert "twin" in state and all("counts" in p["mask"] for p in state["proposals"])
+    assert "twin" in state and all(p.mask.counts for p in state["proposals"])
     assert not any(isinstance(v, np.ndarray) for v in state.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.fakes import ScriptedChatModel, human_text, twin_of
 from helpers.scenes import SHAPES, ColourProposer, write_scene
 from langchain_core.messages import BaseMessage
 from PIL import Image
@@ -19,19 +21,22 @@ from PIL import Image
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import InputError
 from dtwin_agent.integrations.chat import ChatSession, dialogue_for, dialogue_text
-from dtwin_agent.offline.lexical import OfflineLLM
+from dtwin_agent.offline.lexical import keyword_scores
 
 PROMPTS: list[str] = []
 
 
-class RecordingLLM(OfflineLLM):
-    """The offline reasoner, recording every prompt it is given (in ``PROMPTS``)."""
+def recording_llm() -> ScriptedChatModel:
+    """A chat model keeping the objects whose semantic shares words with the request; records every prompt."""
 
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
-    ):
+    def respond(messages: list[BaseMessage]) -> str:
         PROMPTS.append("\n".join(m.text for m in messages))
-        return super()._generate(messages, stop, run_manager, **kwargs)
+        query = re.search(r"<query>(.*?)</query>", human_text(messages), re.S).group(1)
+        scores = keyword_scores(query, {int(k): v["semantic"] for k, v in twin_of(messages).items()})
+        kept = [{"reasoning": f"it shares {', '.join(w)}", "id": i} for i, w in scores.items() if w]
+        return json.dumps({"objects": kept})
+
+    return ScriptedChatModel(respond=respond)
 
 
 def settings(tmp_path: Path, **extra: Any) -> Settings:
@@ -55,13 +60,13 @@ TURNS = [
         "turn": 1,
         "query": "the red and blue shapes",
         "ids": [1, 3],
-        "objects": {
-            "1": {"semantic": "red block", "reasoning": "it is red"},
-            "3": {"semantic": "blue block", "reasoning": "it is blue"},
-        },
+        "objects": [
+            {"id": 1, "semantic": "red block", "reasoning": "it is red"},
+            {"id": 3, "semantic": "blue block", "reasoning": "it is blue"},
+        ],
         "message": "chose 2",
     },
-    {"turn": 2, "query": "only the one on the left", "ids": [], "objects": {}, "message": "empty answer"},
+    {"turn": 2, "query": "only the one on the left", "ids": [], "objects": [], "message": "empty answer"},
 ]
 
 
@@ -104,7 +109,7 @@ def test_three_turns_share_one_twin_and_write_files(scene: Path, tmp_path: Path)
 
 def test_reasoner_sees_the_dialogue_and_previous_answer(scene: Path, tmp_path: Path) -> None:
     PROMPTS.clear()
-    config = settings(tmp_path, **{"models.llm": RecordingLLM()})
+    config = settings(tmp_path, **{"models.llm": recording_llm()})
     with ChatSession(scene, session_id="s2", settings=config, proposer=ColourProposer()) as chat:
         first = chat.ask("the red shape")
         PROMPTS.clear()
@@ -115,7 +120,8 @@ def test_reasoner_sees_the_dialogue_and_previous_answer(scene: Path, tmp_path: P
     assert "add the other one" in prompt
     assert 'Turn 1 - user: \\"the red shape\\"' in prompt or 'Turn 1 - user: "the red shape"' in prompt
     assert f"The previous answer was objects {first['ids']}" in prompt
-    reason = first["objects"][str(first["ids"][0])]["reasoning"]
+    reason = first["objects"][0]["reasoning"]
+    assert first["objects"][0]["id"] == first["ids"][0] and reason
     assert reason[:40] in prompt
 
 
@@ -291,7 +297,61 @@ def test_chat_command_runs_turns_from_stdin(
 
 
 def test_chat_state_is_json_serialisable(scene: Path, tmp_path: Path) -> None:
+    from pydantic_core import to_jsonable_python
+
     with ChatSession(scene, session_id="s7", settings=settings(tmp_path), proposer=ColourProposer()) as chat:
         chat.ask("the red shape")
         values = chat.values
-    json.dumps({k: v for k, v in values.items() if k != "messages"})
+    json.dumps(to_jsonable_python({k: v for k, v in values.items() if k != "messages"}))
+    assert all(isinstance(turn, dict) for turn in values["turns"])
+    json.dumps(values["turns"])  # turn records are plain JSON
+
+
+def test_chat_graph_composes_the_perception_and_reasoning_graphs() -> None:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from dtwin_agent.graph import PERCEPTION_NODES, REASONING_NODES
+    from dtwin_agent.integrations.chat import build_chat_graph
+
+    builder = build_chat_graph()
+    assert list(builder.nodes) == ["start_turn", "build_twin", "reason", "record_turn"]
+    assert isinstance(builder.nodes["build_twin"].runnable, CompiledStateGraph)
+    assert isinstance(builder.nodes["reason"].runnable, CompiledStateGraph)
+    drawn = set(builder.compile().get_graph(xray=1).nodes)
+    assert {f"build_twin:{n}" for n in PERCEPTION_NODES} | {f"reason:{n}" for n in REASONING_NODES} <= drawn
+
+
+def test_follow_up_turns_skip_the_perception_subgraph(scene: Path, tmp_path: Path) -> None:
+    with ChatSession(scene, session_id="s8", settings=settings(tmp_path), proposer=ColourProposer()) as chat:
+        visited = []
+        for query in ("the red shape", "the blue shape"):
+            nodes = []
+            for namespace, update in chat.graph.stream(
+                {"image": chat.image, "query": query},
+                chat.config,
+                context=chat.context,
+                stream_mode="updates",
+                subgraphs=True,
+            ):
+                nodes += [f"{namespace[0].split(':')[0]}:{n}" if namespace else n for n in update]
+            visited.append(nodes)
+    first, second = visited
+    assert (
+        first[0] == "start_turn" and "build_twin:load_image" in first and "build_twin:propose_masks" in first
+    )
+    assert "reason:refine" in first and first[-1] == "record_turn"
+    assert not any(n.startswith("build_twin") for n in second) and "reason:refine" in second
+
+
+def test_a_chat_turn_writes_the_same_result_json_as_segment(scene: Path, tmp_path: Path) -> None:
+    from dtwin_agent.api import segment
+
+    config = settings(tmp_path)
+    single = segment(scene, "the red shape", settings=config, proposer=ColourProposer())
+    with ChatSession(scene, session_id="s9", settings=config, proposer=ColourProposer()) as chat:
+        turn = chat.ask("the red shape")
+    written = json.loads(Path(turn["files"]["result"]).read_text())
+    assert set(written) == set(single.summary())
+    assert written["ids"] == single.ids and written["objects"] == single.summary()["objects"]
+    assert written["steps"] == single.summary()["steps"]
+    assert {k: turn[k] for k in written} == written  # the turn record holds the same fields

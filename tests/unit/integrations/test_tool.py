@@ -14,6 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_tests.unit_tests import ToolsUnitTests
 from PIL import Image
 
+from dtwin_agent.api import SegmentationResult
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.integrations.tool import DTwinSegmentTool, confine_path
 
@@ -35,42 +36,41 @@ def fast_settings(cache_dir: Path) -> Settings:
     )
 
 
-class FakeResult:
-    """What DTwinSegmentTool reads from a segmentation result."""
+def fake_result(image_path: Path) -> SegmentationResult:
+    """A finished result with one chosen object (what DTwinSegmentTool reads from a segmenter)."""
+    from dtwin_agent import masks as mask_ops
+    from dtwin_agent.twin import DigitalTwin, ImageInfo, ObjectDecision, ReasoningStep, TwinObject
 
-    def __init__(self, image_path: Path) -> None:
-        from dtwin_agent import masks as mask_ops
-        from dtwin_agent.twin import DigitalTwin, ImageInfo, TwinObject
-
-        mask = np.zeros((128, 128), dtype=bool)
-        mask[40:88, 8:40] = True
-        obj = TwinObject(
-            id=1,
-            mask=mask_ops.encode(mask),
-            bbox=(8, 40, 39, 87),
-            area_pct=9.4,
-            centroid=(23.5, 63.5),
-            semantic="a red block",
-            spatial="left",
-        )
-        self.twin = DigitalTwin(
-            image=ImageInfo(width=128, height=128, sha256="ab" * 32, source=str(image_path)),
-            granularity="object",
-            objects=[obj],
-        )
-        self.mask = mask
-        self.ids = [1]
-        self.steps = [
-            {"step": 1, "ids": [1], "objects": {"1": {"semantic": "a red block", "reasoning": "it is red"}}}
-        ]
-        self.message = "chose 1 object(s): 1 (converged)"
-
-    def summary(self) -> dict[str, Any]:
-        return {"ids": self.ids, "message": self.message}
+    mask = np.zeros((128, 128), dtype=bool)
+    mask[40:88, 8:40] = True
+    obj = TwinObject(
+        id=1,
+        mask=mask_ops.encode(mask),
+        bbox=(8, 40, 39, 87),
+        area_pct=9.4,
+        centroid=(23.5, 63.5),
+        semantic="a red block",
+        spatial="left",
+    )
+    twin = DigitalTwin(
+        image=ImageInfo(width=128, height=128, sha256="ab" * 32, source=str(image_path)),
+        granularity="object",
+        objects=[obj],
+    )
+    step = ReasoningStep(step=1, objects={1: ObjectDecision(semantic="a red block", reasoning="it is red")})
+    return SegmentationResult.from_state(
+        {
+            "twin": twin,
+            "steps": [ReasoningStep(step=0, ids=[1]), step],
+            "ids": [1],
+            "mask": mask_ops.encode(mask),
+            "message": "chose 1 object(s): 1 (converged)",
+        }
+    )
 
 
-def fake_segmenter(path: Path, query: str, *, settings: Any = None) -> FakeResult:
-    return FakeResult(path)
+def fake_segmenter(path: Path, query: str, *, settings: Any = None) -> SegmentationResult:
+    return fake_result(path)
 
 
 class TestDTwinSegmentToolStandard(ToolsUnitTests):

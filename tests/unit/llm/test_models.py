@@ -6,7 +6,6 @@ import importlib.util
 import sys
 
 import pytest
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from dtwin_agent.config import Settings
@@ -34,11 +33,11 @@ def test_instance_is_returned_as_is():
 
 
 @pytest.mark.parametrize("role", ["vlm", "llm"])
-@pytest.mark.parametrize("spec", ["offline", "OFFLINE", ""])
-def test_offline_gives_the_embedded_model(role, spec):
-    model = chat_model(role, settings(**{role: spec}))
-    assert isinstance(model, BaseChatModel)
-    assert type(model).__module__ == "dtwin_agent.offline.lexical"
+@pytest.mark.parametrize("spec", ["offline", "OFFLINE", "", "offline:lexical"])
+def test_offline_without_the_local_llm_is_no_chat_model(role, spec):
+    # the embedded offline components are a labeller and a keyword reasoner (tests/unit/reasoning)
+    with pytest.raises(ConfigError, match=rf"models\.{role} = .* stands for .*not a chat model"):
+        chat_model(role, settings(**{role: spec}))
 
 
 @pytest.mark.parametrize(

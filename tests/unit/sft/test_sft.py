@@ -15,7 +15,7 @@ from dtwin_agent import masks
 from dtwin_agent.errors import InputError
 from dtwin_agent.sft import (
     SegDTRecord,
-    parse_output,
+    parse_answer,
     parse_record,
     read_records,
     render_messages,
@@ -78,8 +78,10 @@ def test_record_round_trip_and_render(tmp_path):
     back = read_records(path, require_annotated=True)
     assert back[0] == rec and back[0].model_dump_json() == rec.model_dump_json()
     text, dspans, ispans = render_target(rec)
-    path_out, ids = parse_output(text)
+    path_out, report = parse_answer(text, list(rec.input.twin))
+    ids = path_out[-1].ids
     assert ids == rec.target.ids and len(path_out) == 2
+    assert path_out == rec.target.steps and not report.unknown_ids and not report.notes
     expected = [d.decision for st in rec.target.steps for _, d in sorted(st.objects.items())]
     assert [text[s:e] for s, e in dspans] == expected == ["kept", "rejected", "rejected", "rejected", "kept"]
     assert [text[s:e] for s, e in ispans] == [json.dumps(rec.target.ids, separators=(",", ":"))]

@@ -70,15 +70,33 @@ class ModelSettings(_Section):
         default=None, description="model store folder (default $DTWIN_MODELS_DIR, else ~/.cache/dtwin/models)"
     )
     temperature: float = 0.0
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, description="retries on rate limits, timeouts and 5xx")
-    backoff_s: float = Field(
-        default=1.0, ge=0, description="first retry delay; doubles each time, with jitter"
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a remote provider's answer must arrive within this many seconds (per attempt)",
     )
-    structured_output: Literal["auto", "native", "prompt"] = Field(
-        default="auto",
-        description="native: the provider's structured output; prompt: JSON asked in the prompt; "
-        "auto: native where the model supports it",
+    max_retries: int = Field(default=3, ge=0, description="retries on rate limits, timeouts and 5xx")
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="first retry delay; doubles each time, plus up to this much jitter"
+    )
+    retry_budget_s: float = Field(
+        default=150.0,
+        gt=0,
+        description="a retry starts only if it can end (timeout_s) within this many seconds of the first try",
+    )
+    local_stall_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="the local LLM server (streamed; it sends a heartbeat every 30 s while it reads a "
+        "prompt) has stalled when nothing arrives for this many seconds",
+    )
+    structured_output: Literal["auto", "native", "json_schema", "function_calling", "json_mode", "prompt"] = (
+        Field(
+            default="auto",
+            description="how answers are constrained: the provider's structured output (native: its "
+            "default method; or json_schema / function_calling / json_mode), or prompt (JSON asked in "
+            "the prompt, parsed from the text); auto: native where the model supports it, else prompt",
+        )
     )
 
 

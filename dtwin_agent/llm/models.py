@@ -3,8 +3,9 @@
 ``models.vlm`` / ``models.llm`` hold a ``"provider:model"`` string for ``init_chat_model``
 (``openai:gpt-4o``, ``anthropic:claude-sonnet-4-5``, ``ollama:qwen2.5vl``...), ``"offline"`` for
 the embedded components, or a chat model instance. Any OpenAI-compatible server (vLLM, llama.cpp,
-LM Studio, a fine-tuned model) is ``openai:<model>`` plus ``*_base_url``. Provider-side retries
-are turned off: ``llm_call`` retries with its own backoff and reports every attempt.
+LM Studio, a fine-tuned model) is ``openai:<model>`` plus ``*_base_url``. The clients' own
+retries are off (``max_retries=0``): :mod:`dtwin_agent.llm.retry` retries with LangChain's
+``with_retry`` and counts every attempt, so no request is re-sent unseen.
 """
 
 from __future__ import annotations
@@ -217,12 +218,3 @@ def clear_model_cache() -> None:
     """Forget every model built by :func:`chat_model` (tests, key rotation)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-def provider_of(model: Any) -> str:
-    """A short provider name of a chat model (``openai``, ``anthropic``...), for messages."""
-    try:
-        name = model._get_ls_params().get("ls_provider")  # langchain's own tracing metadata
-    except Exception:  # noqa: BLE001 - any model, any failure: fall back to the class name
-        name = None
-    return str(name or type(model).__name__)

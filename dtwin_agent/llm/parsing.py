@@ -5,7 +5,7 @@ token limit, Python-style dicts, ids as ``"#3"`` or ``"object 3"``, ids that do 
 functions recover what they can and say what they changed in a :class:`ParseReport`; unknown and
 duplicate ids are dropped and reported, never passed on. When nothing usable can be recovered
 they raise :class:`ParseError`, whose message is quoted back to the model in one repair
-round-trip (``llm_call.invoke_structured``).
+round-trip (:func:`dtwin_agent.llm.call.invoke_structured`).
 """
 
 from __future__ import annotations

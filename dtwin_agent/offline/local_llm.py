@@ -36,12 +36,19 @@ from typing import Any
 
 from dtwin_agent.errors import ConfigError, ProviderError
 
-__all__ = ["LocalServer", "default_threads", "ensure_server", "local_chat_model", "stop_all"]
+__all__ = [
+    "LocalServer",
+    "default_threads",
+    "ensure_server",
+    "local_chat_model",
+    "local_client_options",
+    "stop_all",
+]
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 DEFAULT_CTX = 8192
 START_TIMEOUT_S = 180.0
-MIN_TIMEOUT_S = 600.0
+HEARTBEAT_S = 30.0  # llama.cpp's server sends an SSE comment this often while a streamed request runs
 _READY = "DTWIN_LOCAL_LLM_READY "
 
 
@@ -187,10 +194,18 @@ def stop_all() -> None:
 def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kwargs: Any) -> Any:
     """A ``ChatOpenAI`` talking to a local llama.cpp server for ``model_name`` (started if needed).
 
+    Answers are streamed. Reading a long prompt on a CPU legitimately takes minutes before the
+    first token, but llama.cpp's server sends a heartbeat (an SSE comment) every
+    :data:`HEARTBEAT_S` seconds meanwhile, so the read timeout is the longest silence allowed,
+    ``models.local_stall_s``: a working server is never cut off however long the prompt, a stalled
+    one is detected within that time. The work of one call is bounded anyway (the context size,
+    ``max_tokens``). The client never re-sends on its own (``max_retries=0``): retries happen in
+    :mod:`dtwin_agent.llm.retry`, counted in ``usage``. The model is named ``local:NAME`` in messages.
+
     Args:
         model_name: a registered GGUF model (``dtwin models list``) or a path to a ``.gguf`` file.
         settings: :class:`~dtwin_agent.config.Settings`; read for ``models.temperature``,
-            ``models.timeout_s`` (at least :data:`MIN_TIMEOUT_S`) and the store folder.
+            ``models.local_stall_s`` and the store folder.
         **kwargs: ``n_ctx`` / ``threads`` for the server; anything else goes to ``ChatOpenAI``.
 
     Raises:
@@ -208,18 +223,29 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
     spec = store.MODELS.get(model_name)
     n_ctx = int(kwargs.pop("n_ctx", None) or (spec.extra.get("n_ctx") if spec else None) or DEFAULT_CTX)
     server = ensure_server(path, n_ctx=n_ctx, threads=kwargs.pop("threads", None))
-    models = getattr(settings, "models", None)
-    options: dict[str, Any] = {
-        "model": model_name if spec else path.name,
-        "base_url": server.openai_base_url,
-        "api_key": "local",
-        "temperature": getattr(models, "temperature", 0.0),
-        # CPU prompt processing is slow (tens of tokens/s on 2 cores): never less than 10 minutes
-        "timeout": max(float(getattr(models, "timeout_s", 0.0) or 0.0), MIN_TIMEOUT_S),
-        "max_retries": 1,
-    }
+    options = local_client_options(server.openai_base_url, model_name if spec else path.name, settings)
     options.update(kwargs)
     return ChatOpenAI(**options)
+
+
+def local_client_options(base_url: str, model: str, settings: Any = None) -> dict[str, Any]:
+    """The ``ChatOpenAI`` options for a llama.cpp server at ``base_url`` (see :func:`local_chat_model`)."""
+    import openai
+
+    models = getattr(settings, "models", None)
+    stall = float(getattr(models, "local_stall_s", 0.0) or 90.0)
+    return {
+        "model": model,
+        "name": f"local:{model}",
+        "base_url": base_url,
+        "api_key": "local",
+        "temperature": getattr(models, "temperature", 0.0),
+        "streaming": True,
+        "stream_usage": True,
+        # connect: the server is up or not; read: the longest silence between two chunks
+        "timeout": openai.Timeout(connect=10.0, read=stall, write=60.0, pool=stall),
+        "max_retries": 0,
+    }
 
 
 # ------------------------------------------------------------------------------ the child process

@@ -1,8 +1,7 @@
-"""Retries, structured output, the repair round-trip and usage, with scripted fake chat models."""
+"""Structured output, the repair round-trip, the parse report and usage, with scripted fake chat models."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -14,15 +13,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from dtwin_agent.config import Settings
-from dtwin_agent.errors import ConfigError, ProviderError
-from dtwin_agent.llm.call import (
-    ProviderCallError,
-    ainvoke_structured,
-    classify_error,
-    invoke_structured,
-    invoke_with_retry,
-    repair_message,
-)
+from dtwin_agent.errors import ConfigError, ProviderCallError
+from dtwin_agent.llm.call import invoke_structured, repair_message
 from dtwin_agent.llm.parsing import ParseError, parse_granularity, parse_refine_step, parse_semantics
 from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, SemanticBatch
 from dtwin_agent.llm.usage import StageUsage, Usage, merge_usage
@@ -30,18 +22,10 @@ from dtwin_agent.llm.usage import StageUsage, Usage, merge_usage
 MESSAGES = [SystemMessage("Choose a granularity."), HumanMessage("<query>the mug's handle</query>")]
 
 
-class RateLimitError(Exception):
-    """Named like the providers' rate-limit errors."""
-
-
 class StatusError(Exception):
     def __init__(self, status_code: int, message: str = "error") -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-class LengthFinishReasonError(Exception):
-    """Named like openai's error for an answer cut off by the token limit."""
 
 
 class Scripted(BaseChatModel):
@@ -79,16 +63,7 @@ class ToolFake(GenericFakeChatModel):
 
 
 def settings(**models: Any) -> Settings:
-    return Settings(models={"max_retries": 4, "backoff_s": 0.5, **models})
-
-
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-def one() -> float:
-    return 1.0
+    return Settings(models={"max_retries": 4, "backoff_s": 0.0, **models})
 
 
 def tool_answer(name: str, args: dict[str, Any], **usage: int) -> AIMessage:
@@ -97,137 +72,6 @@ def tool_answer(name: str, args: dict[str, Any], **usage: int) -> AIMessage:
         tool_calls=[{"name": name, "args": args, "id": "call-1"}],
         usage_metadata={**usage, "total_tokens": sum(usage.values())} if usage else None,
     )
-
-
-# -- retries ----------------------------------------------------------------------------------------
-
-
-def test_rate_limit_twice_then_answer_retries_with_growing_backoff():
-    model = Scripted(script=[RateLimitError("slow down"), StatusError(429), '{"granularity": "part"}'])
-    sleeps, usage = Sleeps(), Usage()
-    result = invoke_structured(
-        model,
-        MESSAGES,
-        GranularityChoice,
-        parse=parse_granularity,
-        settings=settings(structured_output="prompt"),
-        usage=usage,
-        stage="granularity",
-        sleep=sleeps,
-        rand=one,
-    )
-    assert result.parsed.granularity == "part"
-    assert len(model.calls) == 3
-    assert sleeps == [0.5, 1.0]  # backoff_s, then doubled (jitter pinned to its maximum)
-    assert usage.stages["granularity"].calls == 1
-    assert usage.stages["granularity"].retries == 2
-
-
-def test_backoff_has_full_jitter_below_the_doubling_cap():
-    model = Scripted(script=[TimeoutError()] * 4 + ["ok"])
-    sleeps = Sleeps()
-    invoke_with_retry(model, MESSAGES, settings(), sleep=sleeps)
-    assert len(sleeps) == 4
-    assert all(0 <= s <= 0.5 * 2**i for i, s in enumerate(sleeps))
-
-
-def test_unauthorized_raises_provider_error_at_once():
-    model = Scripted(script=[StatusError(401, "Incorrect API key provided"), "never reached"])
-    sleeps = Sleeps()
-    with pytest.raises(ProviderError, match="API key was rejected") as info:
-        invoke_structured(
-            model,
-            MESSAGES,
-            GranularityChoice,
-            parse=parse_granularity,
-            settings=settings(structured_output="prompt"),
-            stage="granularity",
-            sleep=sleeps,
-        )
-    assert len(model.calls) == 1
-    assert sleeps == []
-    assert info.value.kind == "auth"
-    assert info.value.status_code == 401
-
-
-def test_bad_request_is_not_retried():
-    model = Scripted(script=[StatusError(400, "invalid model"), "never reached"])
-    with pytest.raises(ProviderError, match="HTTP 400"):
-        invoke_with_retry(model, MESSAGES, settings(), stage="refine", sleep=Sleeps())
-    assert len(model.calls) == 1
-
-
-def test_timeouts_exhausted_raise_provider_error_naming_stage_and_last_error():
-    model = Scripted(script=[TimeoutError("read timed out")] * 3)
-    sleeps = Sleeps()
-    with pytest.raises(ProviderError) as info:
-        invoke_structured(
-            model,
-            MESSAGES,
-            RefineStepOutput,
-            parse=lambda t: parse_refine_step(t, [1]),
-            settings=settings(max_retries=2, structured_output="prompt"),
-            stage="refine",
-            sleep=sleeps,
-            rand=one,
-        )
-    message = str(info.value)
-    assert "(refine)" in message and "3 attempts" in message and "read timed out" in message
-    assert len(model.calls) == 3
-    assert sleeps == [0.5, 1.0]
-
-
-def test_server_errors_are_retried():
-    model = Scripted(script=[StatusError(503), StatusError(500), "fine"])
-    out = invoke_with_retry(model, MESSAGES, settings(), sleep=Sleeps())
-    assert out.content == "fine"
-
-
-def _openai_errors() -> dict[str, tuple[Exception, str]]:
-    openai = pytest.importorskip("openai")
-    import httpx2
-
-    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
-
-    def response(code: int) -> Any:
-        return httpx2.Response(code, request=request)
-
-    return {
-        "rate_limit": (openai.RateLimitError("rate", response=response(429), body=None), "transient"),
-        "timeout": (openai.APITimeoutError(request=request), "transient"),
-        "connection": (openai.APIConnectionError(request=request), "transient"),
-        "internal_server": (openai.InternalServerError("x", response=response(500), body=None), "transient"),
-        "bad_gateway": (openai.APIStatusError("bad gw", response=response(502), body=None), "transient"),
-        "unauthorized": (openai.AuthenticationError("bad key", response=response(401), body=None), "auth"),
-        "bad_request": (openai.BadRequestError("bad", response=response(400), body=None), "fatal"),
-        "builtin_timeout": (TimeoutError(), "transient"),
-        "builtin_connection": (ConnectionResetError(), "transient"),
-        "named_rate_limit": (RateLimitError(), "transient"),
-        "value_error": (ValueError("bug"), "fatal"),
-        "cut_off": (LengthFinishReasonError(), "output"),
-    }
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "rate_limit",
-        "timeout",
-        "connection",
-        "internal_server",
-        "bad_gateway",
-        "unauthorized",
-        "bad_request",
-        "builtin_timeout",
-        "builtin_connection",
-        "named_rate_limit",
-        "value_error",
-        "cut_off",
-    ],
-)
-def test_classify_error(case):
-    exc, kind = _openai_errors()[case]
-    assert classify_error(exc) == kind
 
 
 # -- parsing and the repair round-trip --------------------------------------------------------------
@@ -287,14 +131,17 @@ def test_parser_bug_is_contained():
 
 
 def test_answer_cut_off_by_the_provider_gets_the_repair_round_trip():
-    model = Scripted(script=[LengthFinishReasonError("length"), '{"granularity": "object"}'])
+    openai = pytest.importorskip("openai")
+    from openai.types.chat import ChatCompletion
+
+    cut = ChatCompletion.model_construct(id="c", choices=[], created=0, model="m", object="chat.completion")
+    model = Scripted(script=[openai.LengthFinishReasonError(completion=cut), '{"granularity": "object"}'])
     result = invoke_structured(
         model,
         MESSAGES,
         GranularityChoice,
         parse=parse_granularity,
         settings=settings(structured_output="prompt"),
-        sleep=Sleeps(),
     )
     assert result.parsed.granularity == "object"
     assert result.attempts == 2
@@ -370,6 +217,28 @@ def test_auto_falls_back_to_prompt_for_models_without_structured_output():
     assert result.parsed.granularity == "part"
 
 
+@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+def test_the_structured_output_method_reaches_langchain(method, monkeypatch: pytest.MonkeyPatch):
+    model = ToolFake(messages=iter([tool_answer("GranularityChoice", {"granularity": "part"})]))
+    seen: dict[str, Any] = {}
+    original = ToolFake.with_structured_output
+
+    def spy(self: Any, schema: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return original(self, schema, include_raw=True)
+
+    monkeypatch.setattr(ToolFake, "with_structured_output", spy)
+    result = invoke_structured(
+        model,
+        MESSAGES,
+        GranularityChoice,
+        parse=parse_granularity,
+        settings=settings(structured_output=method),
+    )
+    assert seen == {"include_raw": True, "method": method}
+    assert (result.mode, result.parsed.granularity) == ("native", "part")
+
+
 def test_native_without_support_is_a_config_error():
     model = GenericFakeChatModel(messages=iter([AIMessage("{}")]))
     with pytest.raises(ConfigError, match="structured_output"):
@@ -385,18 +254,13 @@ def test_native_without_support_is_a_config_error():
 def test_auto_falls_back_to_prompt_when_the_provider_refuses_native():
     model = Scripted(
         tools=True,
-        script=[
-            StatusError(400, "response_format json_schema unsupported"),
-            '{"granularity": "object"}',
-            '{"granularity": "group"}',
-        ],
+        script=[StatusError(400, "response_format json_schema unsupported"), '{"granularity": "object"}'],
     )
-    run = dict(parse=parse_granularity, settings=settings(structured_output="auto"), sleep=Sleeps())
+    run = dict(parse=parse_granularity, settings=settings(structured_output="auto"))
     result = invoke_structured(model, MESSAGES, GranularityChoice, **run)
-    assert (result.mode, result.parsed.granularity) == ("prompt", "object")
-    assert any("prompt mode" in n for n in result.report.notes)
-    again = invoke_structured(model, MESSAGES, GranularityChoice, **run)  # remembered: no native try
-    assert (again.mode, again.parsed.granularity, len(model.calls)) == ("prompt", "group", 3)
+    assert (result.mode, result.parsed.granularity, result.attempts) == ("prompt", "object", 1)
+    assert any("prompt mode used" in n and "HTTP 400" in n for n in result.report.notes)
+    assert len(model.calls) == 2  # the refused request is not retried
 
 
 def test_native_mode_bad_request_raises():
@@ -408,85 +272,8 @@ def test_native_mode_bad_request_raises():
             GranularityChoice,
             parse=parse_granularity,
             settings=settings(structured_output="native"),
-            sleep=Sleeps(),
         )
-
-
-# -- async ------------------------------------------------------------------------------------------
-
-
-def test_async_variant_retries_repairs_and_records_usage():
-    model = Scripted(
-        script=[
-            RateLimitError(),
-            AIMessage("garbage", usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12}),
-            AIMessage(
-                '{"objects": [{"id": 1, "semantic": "mug"}]}',
-                usage_metadata={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
-            ),
-        ]
-    )
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    usage = Usage()
-    result = asyncio.run(
-        ainvoke_structured(
-            model,
-            MESSAGES,
-            SemanticBatch,
-            parse=lambda t: parse_semantics(t, [1]),
-            settings=settings(structured_output="prompt"),
-            usage=usage,
-            stage="semantics",
-            sleep=sleep,
-            rand=one,
-        )
-    )
-    assert result.parsed.objects[0].semantic == "mug"
-    assert slept == [0.5]
-    assert usage.stages["semantics"].model_dump(exclude={"seconds"}) == {
-        "calls": 2,
-        "input_tokens": 22,
-        "output_tokens": 7,
-        "retries": 1,
-    }
-
-
-def test_async_calls_run_concurrently_under_a_semaphore():
-    usage = Usage()
-    answers = [
-        AIMessage(
-            f'{{"objects": [{{"id": {i}, "semantic": "thing {i}"}}]}}',
-            usage_metadata={"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
-        )
-        for i in range(8)
-    ]
-    model = Scripted(script=answers)
-
-    async def main() -> list[Any]:
-        gate = asyncio.Semaphore(3)
-
-        async def one_call(i: int) -> Any:
-            async with gate:
-                return await ainvoke_structured(
-                    model,
-                    MESSAGES,
-                    SemanticBatch,
-                    parse=lambda t: parse_semantics(t, range(8)),
-                    settings=settings(structured_output="prompt"),
-                    usage=usage,
-                    stage="semantics",
-                )
-
-        return await asyncio.gather(*(one_call(i) for i in range(8)))
-
-    results = asyncio.run(main())
-    assert all(r.parsed is not None for r in results)
-    assert usage.stages["semantics"].calls == 8
-    assert usage.stages["semantics"].input_tokens == 24
+    assert len(model.calls) == 1
 
 
 # -- usage ------------------------------------------------------------------------------------------

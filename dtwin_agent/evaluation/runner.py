@@ -494,7 +494,7 @@ def run_eval(
         )
         spec = WorkSpec(
             task="segment",
-            settings=settings.model_dump(mode="json") if settings is not None else None,
+            settings=settings,
             function=function,
             twins_dir=str(twins_dir) if twins_dir is not None else None,
         )

@@ -140,7 +140,7 @@ def build_twins(
             if key not in done
         ]
         paths = {item["key"]: item["image"] for item in todo}
-        spec = WorkSpec(task="twin", settings=run_settings.model_dump(mode="json"), function=build_fn)
+        spec = WorkSpec(task="twin", settings=run_settings, function=build_fn)
         started = time.perf_counter()
         try:
             with Progress("twins", len(ids), len(ids) - len(todo), progress) as bar:

@@ -65,8 +65,8 @@ class WorkSpec:
 
     Attributes:
         task: ``twin`` or ``segment``.
-        settings: the run's settings as a JSON dict (``Settings.model_dump(mode="json")``), or
-            ``None`` for a custom ``function`` that takes none.
+        settings: the run's :class:`~dtwin_agent.config.Settings` (chat model instances in it
+            must pickle for Ray), a dict of them, or ``None`` for a custom ``function`` that takes none.
         function: replaces ``dtwin_agent.build_twin`` / ``dtwin_agent.segment``: a callable or a
             ``MODULE:NAME`` / ``FILE.py:NAME`` string, called ``function(image_path, query, **kw)``
             (``settings=`` when settings are given, ``twin=`` with ``twins_dir``).
@@ -74,7 +74,7 @@ class WorkSpec:
     """
 
     task: Task
-    settings: dict[str, Any] | None = None
+    settings: Any = None
     function: Any = None
     twins_dir: str | None = None
 
@@ -111,11 +111,9 @@ class Worker:
     """One worker: settings resolved and the mask proposer loaded once, then one item at a time."""
 
     def __init__(self, spec: WorkSpec):
-        from dtwin_agent.config import Settings
-
         self.spec = spec
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.settings = Settings.model_validate(spec.settings) if spec.settings is not None else None
+        self.settings = as_settings(spec.settings) if spec.settings is not None else None
         self.twins = None
         if spec.twins_dir is not None:
             from dtwin_agent.evaluation.shards import TwinShards
@@ -127,10 +125,9 @@ class Worker:
             return
         from dtwin_agent.api import build_twin, segment
         from dtwin_agent.cache import open_cache
-        from dtwin_agent.config import resolve_settings
         from dtwin_agent.perception import get_proposer
 
-        self.settings = self.settings or resolve_settings()
+        self.settings = self.settings or as_settings(None)
         self._kwargs = {"settings": self.settings, "cache": open_cache(self.settings)}
         if spec.task == "twin":
             self._fn = build_twin

@@ -5,8 +5,9 @@ one); ``map_batches`` runs :class:`_ActorWorker`, a callable class, with
 ``compute=ActorPoolStrategy(size=workers)``: Ray Data starts ``workers`` actors, each builds one
 :class:`~dtwin_agent.evaluation.work.Worker` (the mask proposer, e.g. SAM, is loaded once per actor)
 and handles batches of one item. Each actor asks for ``num_gpus=1`` when the cluster has GPUs, else
-one CPU. The driver reads answers with ``iter_rows`` as they complete and is the only writer of
-results.
+the cluster's CPUs shared out among the actors (Ray sets each actor's ``OMP_NUM_THREADS`` to
+them, so torch uses them). The driver reads answers with ``iter_rows`` as they complete and is the
+only writer of results.
 
 Connecting: with ``address`` (or ``RAY_ADDRESS``) the engine joins that cluster; without, it starts a
 local Ray instance (``num_cpus`` CPUs, default all) and shuts it down in :meth:`RayEngine.close`. A
@@ -131,8 +132,11 @@ class RayEngine:
         from ray.data import ActorPoolStrategy
 
         self._quiet()
-        _, gpus = self.resources()
+        cpus, gpus = self.resources()
         size = min(self.worker_count(), len(items))
+        # CPU-only: the cluster's CPUs shared out, so each actor's torch uses them (Ray sets
+        # OMP_NUM_THREADS to an actor's CPUs); with GPUs one CPU feeds each GPU actor
+        per_actor = 1 if gpus else max(1, cpus // max(1, self.worker_count()))
         rows = [{"key": str(item["key"]), "item": json.dumps(item)} for item in items]
         dataset = self.ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         answers = dataset.map_batches(
@@ -140,7 +144,7 @@ class RayEngine:
             fn_constructor_args=(spec,),
             batch_size=1,
             compute=ActorPoolStrategy(size=size),
-            num_cpus=1,
+            num_cpus=per_actor,
             num_gpus=1 if gpus else None,
         )
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.errors import ConfigError, DTwinError, InputError
 from dtwin_agent.evaluation.runner import load_callable
 
 
@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from dtwin_agent.api import build_twin
             from dtwin_agent.config import resolve_settings
+            from dtwin_agent.evaluation.work import check_models
 
             settings = resolve_settings(
                 config_file=args.config, overrides=json.loads(args.settings) if args.settings else None
             )
+            check_models(settings, "twin")  # a broken --vlm stops here, before any image
         items = (
             manifest_items(args.manifest)
             if args.manifest
@@ -162,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                         iou_threshold=args.tau,
                         meta={"image_path": str(image), **meta},
                     )
+                except ConfigError:
+                    raise  # wrong for every sample: stop (exit 2), never "skip" them all
                 except DTwinError as exc:
+                    # not written, so a rerun tries it again (a provider failure is not a result)
                     print(f"skip {rid}: {exc}", file=sys.stderr)
                     failed += 1
                     continue

@@ -312,3 +312,21 @@ def test_unreadable_image_is_a_bad_sample_not_a_method_failure(bench, tmp_path):
     rec = read_results(tmp_path / "o" / "results.jsonl")["val/s1"]
     assert rec["error_kind"] == "data" and report.n_bad == 1 and report.columns["val"].n == 1
     assert Path(rec["image"]).name == "s1.jpg"
+
+
+def test_build_segdt_broken_vlm_exits_2_before_any_image(bench, tmp_path, capsys):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[3]
+    spec = importlib.util.spec_from_file_location("build_segdt", root / "tools" / "build_segdt.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "segdt.jsonl"
+    args = ["--dataset", "reasonseg", "--root", str(bench["reasonseg"]), "--split", "val", "--out", str(out)]
+    assert tool.main([*args, "--settings", '{"models": {"vlm": "nonsense"}}']) == 2
+    assert "models.vlm = 'nonsense' names no provider" in capsys.readouterr().err and not out.exists()
+    anno = bench["reasonseg"] / "val" / "s1.json"
+    anno.write_text(anno.read_text().replace('"points": [[', '"points": [], "x": [['))
+    assert tool.main(args) == 0  # the bad annotation is skipped with its file named; the rest is written
+    assert "s1.json: shape 0 (target): polygon has no points" in capsys.readouterr().err
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["val/s2"]

@@ -26,6 +26,9 @@ from dtwin_agent.errors import (
     ParseError,
     ProviderCallError,
     ProviderError,
+    SessionBusyError,
+    SessionError,
+    SessionStoreError,
     UnknownModelError,
 )
 
@@ -103,6 +106,9 @@ __all__ = [
     "ReasoningStep",
     "Relation",
     "SegmentationResult",
+    "SessionBusyError",
+    "SessionError",
+    "SessionStoreError",
     "Settings",
     "TwinObject",
     "UnknownModelError",

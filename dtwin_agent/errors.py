@@ -13,6 +13,9 @@ DTwinError
 ├── ProviderError                       a model provider failed for good
 │   └── ProviderCallError               ... with the provider, stage, kind, status and attempts
 ├── ParseError (also ValueError)        nothing usable in a model's answer
+├── SessionError                        a chat session cannot be used now
+│   ├── SessionBusyError                another turn of it is still running
+│   └── SessionStoreError               its database is damaged, or lost while its files remain
 └── FetchError                          no source could deliver a model file
     └── ChecksumError                   a file's sha256 differs from the pinned one
 ```
@@ -78,6 +81,18 @@ class ProviderCallError(ProviderError):
 
 class ParseError(DTwinError, ValueError):
     """Nothing usable could be recovered from a model's answer."""
+
+
+class SessionError(DTwinError):
+    """A chat session cannot be used now (see the subclasses)."""
+
+
+class SessionBusyError(SessionError):
+    """Another turn of the session (in this or another process) did not finish in time."""
+
+
+class SessionStoreError(SessionError):
+    """The sessions database is damaged or unusable, or lost a session whose turn files remain."""
 
 
 class UnknownModelError(ConfigError):

@@ -1,12 +1,14 @@
 """The ``dtwin`` command line: one module per command group, each translating options into library calls.
 
-Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else.
+Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback, usage errors
+included: :class:`~dtwin_agent.cli._common.OneLineGroup`); 1 anything else.
 """
 
 from __future__ import annotations
 
 import typer
 
+from dtwin_agent.cli._common import OneLineGroup
 from dtwin_agent.cli.cache import cache_app
 from dtwin_agent.cli.chat import chat
 from dtwin_agent.cli.eval import eval_command
@@ -16,6 +18,7 @@ from dtwin_agent.cli.segment import segment, twin
 from dtwin_agent.cli.twins import twins_app
 
 app = typer.Typer(
+    cls=OneLineGroup,
     name="dtwin",
     help="Reasoning segmentation with digital twin representations (DTwinSeger).",
     no_args_is_help=True,

@@ -1,18 +1,23 @@
 """What every ``dtwin`` command shares: consoles, one-line errors and exit codes, options, settings.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else;
-130 interrupted.
+130 interrupted. :class:`OneLineGroup` makes Click's usage errors one line too, for every command,
+and shows the package's log warnings as one ``warning:`` line each (no tracebacks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
@@ -77,6 +82,69 @@ def handle_errors(func: Callable[..., Any] | None = None, *, interrupted: str = 
         return wrapper
 
     return deco(func) if func is not None else deco
+
+
+class _OneLineLog(logging.Handler):
+    """``warning: message`` on the current ``sys.stderr`` (the cause in brackets, never a traceback)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text += f" ({type(exc).__name__}: {exc})"
+            sys.stderr.write(f"{record.levelname.lower()}: {' '.join(text.split())}\n")
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def show_package_logs() -> None:
+    """Print the package's warnings and errors as one line each on stderr (installed once)."""
+    package = logging.getLogger("dtwin_agent")
+    if not any(isinstance(h, _OneLineLog) for h in package.handlers):
+        package.addHandler(_OneLineLog(logging.WARNING))
+
+
+# Click's exceptions, from the Click that Typer uses (its own vendored copy since Typer 0.29)
+_click_errors = importlib.import_module(typer.BadParameter.__module__)
+_NoArgsIsHelp: type[Exception] = getattr(_click_errors, "NoArgsIsHelpError", type("_Never", (Exception,), {}))
+
+
+class OneLineGroup(TyperGroup):
+    """The ``dtwin`` group: Click usage errors become one ``error:`` line with exit code 2.
+
+    Click (and Typer's rich box) print the usage, a hint and the error on five lines; here it is
+    ``error: <command>: <problem> (see '<command> --help')``. Help for a bare group is still shown.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; with ``standalone_mode`` exit with the contract's codes."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        show_package_logs()
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp as exc:
+            exc.show()  # the group's help, as Click shows it
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else (prog_name or "dtwin")
+            hint = f" (see '{where} --help')" if isinstance(exc, _click_errors.UsageError) else ""
+            message = " ".join(exc.format_message().split())
+            err.print(f"error: {where}: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, _click_errors.Abort):
+            err.print("error: aborted", markup=False, highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def settings_from_cli(config: Path | None, **flags: Any) -> Settings:

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure, 13
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,8 +26,9 @@ from dtwin_agent.cli._common import (
     settings_from_cli,
 )
 from dtwin_agent.cli._common import err as _err
-from dtwin_agent.errors import InputError
+from dtwin_agent.errors import DTwinError, InputError
 
+logger = logging.getLogger(__name__)
 _out = Console(highlight=False)
 
 HELP = "commands: /objects  /show ID  /undo  /quit  (anything else is a request)"
@@ -49,6 +51,10 @@ def _lines(stream: Any) -> Iterable[str]:
 
 def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> None:
     """Read requests and commands until ``/quit`` or the end of input.
+
+    A failed turn (bad request, provider failure, busy session, even a bug) is reported as one
+    ``error:`` line and the loop goes on: the session keeps its completed turns and the user may
+    ask again. Only Ctrl-C ends it early.
 
     Args:
         chat: a :class:`~dtwin_agent.integrations.chat.ChatSession`.
@@ -90,6 +96,11 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
                 say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")
         except InputError as exc:
             say(f"error: {exc}")
+        except DTwinError as exc:
+            say(f"error: {exc} (the session is kept: ask again, or /quit)")
+        except Exception as exc:  # noqa: BLE001 - one failed turn must not end the conversation
+            logger.error("chat turn failed", exc_info=exc)
+            say(f"error: {type(exc).__name__}: {exc} (the session is kept: ask again, or /quit)")
 
 
 @handle_errors(interrupted="interrupted (completed turns are saved)")

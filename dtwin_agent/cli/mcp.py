@@ -15,7 +15,7 @@ def mcp(
     http: Annotated[
         bool, typer.Option("--http", help="streamable HTTP on 127.0.0.1 instead of stdio")
     ] = False,
-    port: Annotated[int, typer.Option("--port", help="HTTP port")] = 8765,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port")] = 8765,
     root: Annotated[
         list[Path] | None, typer.Option("--root", help="allowed image folder (repeatable)")
     ] = None,

@@ -25,7 +25,6 @@ is committed in the checkpoint written after ``record_turn`` returns, and its fi
 from __future__ import annotations
 
 import operator
-import sqlite3
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
@@ -38,11 +37,22 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import InputError
+from dtwin_agent.errors import InputError, SessionStoreError
 from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes._common import settings_of
 from dtwin_agent.graph.state import check_query, checkpoint_serializer, merge_dicts
+from dtwin_agent.integrations.session_store import (
+    check_session_id,
+    open_checkpointer,
+    session_dir,
+    session_lock,
+    sessions_db,
+    sessions_root,
+    turn_dir,
+    turn_folders,
+    turn_lock,
+)
 from dtwin_agent.llm.usage import merge_usage
 from dtwin_agent.twin import RLE, DigitalTwin, ReasoningStep
 
@@ -163,12 +173,6 @@ def _thread_id(config: RunnableConfig | None) -> str:
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "default")
 
 
-def turn_dir(settings: Settings, session_id: str, turn: int) -> Path:
-    """Where a turn's files go: ``<cache.dir>/sessions/<session id>/turn-<n>``."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
-    return Path(settings.cache.dir) / "sessions" / safe / f"turn-{turn:03d}"
-
-
 def start_turn(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Read the turn's request and the dialogue so far; the turn's usage and warnings start empty.
 
@@ -275,13 +279,13 @@ def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def sessions_db(settings: Settings) -> Path:
-    """The checkpoint database of chat sessions: ``<cache.dir>/sessions.sqlite``."""
-    return Path(settings.cache.dir) / "sessions.sqlite"
-
-
 class ChatSession:
     """A resumable chat about one image, checkpointed in SQLite.
+
+    Turns on one session are serialised across threads and processes: :meth:`ask` and :meth:`undo`
+    hold the session's OS file lock (:func:`~dtwin_agent.integrations.session_store.session_lock`)
+    from reading the checkpoint to writing the next one, so every turn is saved, numbered once, and
+    its files match its record. One object may be shared by several threads.
 
     Example:
         >>> with ChatSession("kitchen.jpg", session_id="k1") as chat:  # doctest: +SKIP
@@ -290,13 +294,17 @@ class ChatSession:
 
     Args:
         image: the image file (the same file, by pixel content, as earlier turns of the session).
-        session_id: resume this session; a new id when None (see :attr:`session_id`).
+        session_id: resume this session; a new id when None (see :attr:`session_id`). Any string of
+            at most 200 characters without control characters; its folder name is
+            :func:`~dtwin_agent.integrations.session_store.session_folder_name`.
         settings: settings or overrides (default: resolved from file and environment).
         proposer: an already-built mask proposer (tests, services keeping weights loaded).
         db_path: the checkpoint database (default :func:`sessions_db`).
+        busy_timeout_s: how long a turn waits for another turn of the same session to finish.
 
     Raises:
-        InputError: the session exists and belongs to another image, or the image is unreadable.
+        InputError: a bad session id, the session belongs to another image, or the image is unreadable.
+        SessionStoreError: the database is damaged, or has no record of a session whose turn files exist.
 
     """
 
@@ -308,30 +316,46 @@ class ChatSession:
         settings: Settings | dict[str, Any] | None = None,
         proposer: Any = None,
         db_path: str | Path | None = None,
+        busy_timeout_s: float = 600.0,
     ):
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        from dtwin_agent.images import image_file, load_image
+        from dtwin_agent.images import image_file
 
         self.settings = (
             settings if isinstance(settings, Settings) else resolve_settings(overrides=settings or {})
         )
-        self.session_id = session_id or new_session_id()
+        self.session_id = new_session_id() if session_id is None else check_session_id(session_id)
+        self.busy_timeout_s = busy_timeout_s
         self.image = image_file(image, Path(self.settings.cache.dir) / "images")
         self.context = Context(settings=self.settings, proposer=proposer)
-        path = Path(db_path) if db_path else sessions_db(self.settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-        saver = SqliteSaver(self._conn, serde=checkpoint_serializer())
-        saver.setup()
-        self.graph = build_chat_graph().compile(checkpointer=saver)
-        self.config: RunnableConfig = {
-            "configurable": {"thread_id": self.session_id},
-            "recursion_limit": recursion_limit(self.settings),
-        }
+        self.db_path = Path(db_path) if db_path else sessions_db(self.settings)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = session_lock(self.settings, self.session_id)
+        saver = open_checkpointer(self.db_path, sessions_root(self.settings), checkpoint_serializer())
+        self._conn = saver.conn
+        try:
+            self.graph = build_chat_graph().compile(checkpointer=saver)
+            self.config: RunnableConfig = {
+                "configurable": {"thread_id": self.session_id},
+                "recursion_limit": recursion_limit(self.settings),
+            }
+            known = self.graph.get_state(self.config).created_at is not None
+            if not known and turn_folders(self.settings, self.session_id):
+                folder = session_dir(self.settings, self.session_id)
+                raise SessionStoreError(
+                    f"session {self.session_id} has turn files in {folder} "
+                    f"but no record in {self.db_path} (the database was deleted or replaced): resume it with "
+                    "the database that holds it, or start a new session"
+                )
+            self._check_image()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_image(self) -> None:
+        from dtwin_agent.images import load_image
+
         twin = self.twin
         if twin is not None and load_image(self.image).sha256 != twin.image.sha256:
-            self.close()
             raise InputError(
                 f"session {self.session_id} is about another image ({twin.image.source}); "
                 "start a new session for this one"
@@ -364,14 +388,21 @@ class ChatSession:
     def ask(self, query: str) -> dict[str, Any]:
         """Run one turn and return its record (see :func:`record_turn`).
 
+        Waits (up to ``busy_timeout_s``) while another turn of this session runs, in this process
+        or another.
+
         Raises:
-            InputError: an empty or over-long request.
+            InputError: an empty or over-long request, or the session's twin is of another image.
+            SessionBusyError: another turn did not finish in time.
+            SessionStoreError: the sessions database failed.
 
         """
         query = check_query(query, self.settings, required=True)
-        state = self.graph.invoke(
-            {"image": self.image, "query": query}, self.config, context=self.context, durability="sync"
-        )
+        with turn_lock(self._lock, self.session_id, self.busy_timeout_s):
+            self._check_image()  # another process may have started the session meanwhile
+            state = self.graph.invoke(
+                {"image": self.image, "query": query}, self.config, context=self.context, durability="sync"
+            )
         return state["turns"][-1]
 
     def objects(self) -> list[dict[str, Any]]:
@@ -401,7 +432,7 @@ class ChatSession:
         if object_id not in twin.ids:
             raise InputError(f"no object #{object_id}; the objects are 1..{max(twin.ids, default=0)}")
         rgb = load_image(self.image).rgb
-        path = turn_dir(self.settings, self.session_id, 0).parent / f"object-{object_id:03d}.png"
+        path = session_dir(self.settings, self.session_id) / f"object-{object_id:03d}.png"
         return write_png(path, twin_overlay(rgb, twin, highlight={object_id}))
 
     def undo(self) -> dict[str, Any] | None:
@@ -410,26 +441,30 @@ class ChatSession:
         Returns:
             The removed turn, or None when there was none.
 
+        Raises:
+            SessionBusyError: another turn did not finish in time.
+
         """
-        turns = self.turns
-        if not turns:
-            return None
-        removed, remaining = turns[-1], turns[:-1]
-        previous = remaining[-1] if remaining else {}
-        self.graph.update_state(
-            self.config,
-            {
-                "turns": remaining,
-                "ids": previous.get("ids", []),
-                "mask": RLE.model_validate(previous["mask"]) if previous.get("mask") else None,
-                "message": previous.get("message", ""),
-                "steps": [ReasoningStep.model_validate(step) for step in previous.get("steps", [])],
-                "stop_reason": previous.get("stop_reason", ""),
-                "query": "",
-                "messages": [RemoveMessage(id=i) for i in removed.get("message_ids", []) if i],
-            },
-            as_node="record_turn",
-        )
+        with turn_lock(self._lock, self.session_id, self.busy_timeout_s):
+            turns = self.turns
+            if not turns:
+                return None
+            removed, remaining = turns[-1], turns[:-1]
+            previous = remaining[-1] if remaining else {}
+            self.graph.update_state(
+                self.config,
+                {
+                    "turns": remaining,
+                    "ids": previous.get("ids", []),
+                    "mask": RLE.model_validate(previous["mask"]) if previous.get("mask") else None,
+                    "message": previous.get("message", ""),
+                    "steps": [ReasoningStep.model_validate(step) for step in previous.get("steps", [])],
+                    "stop_reason": previous.get("stop_reason", ""),
+                    "query": "",
+                    "messages": [RemoveMessage(id=i) for i in removed.get("message_ids", []) if i],
+                },
+                as_node="record_turn",
+            )
         return removed
 
     def close(self) -> None:

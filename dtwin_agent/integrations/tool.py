@@ -11,6 +11,8 @@ follow-up ("only the one on the left") is read against the earlier answers.
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.errors import DTwinError, InputError, SessionError
+
+logger = logging.getLogger(__name__)
 
 
 class SegmentArgs(BaseModel):
@@ -86,6 +90,41 @@ def confine_path(path: str, roots: list[Path], max_bytes: int) -> Path:
     )
 
 
+def tool_exception(exc: BaseException, action: str) -> ToolException:
+    """The :class:`ToolException` (with a hint the calling agent can act on) for any failure of ``action``.
+
+    Expected failures (the project's errors) are logged as warnings, anything else with its
+    traceback as an error: out of memory, SQLite and OpenCV errors, bugs.
+    """
+    if isinstance(exc, ToolException):
+        return exc
+    if isinstance(exc, DTwinError):
+        logger.warning("%s failed: %s", action, exc)
+        if isinstance(exc, InputError):
+            return ToolException(f"bad input: {exc}")
+        if isinstance(exc, SessionError):
+            return ToolException(str(exc))
+        return ToolException(f"{action} failed: {exc}; try again later or with another image")
+    logger.error("%s failed unexpectedly", action, exc_info=exc)
+    if isinstance(exc, MemoryError):
+        hint = (
+            "ran out of memory; try a smaller image, or lower perception.max_image_side or "
+            "perception.points_per_side"
+        )
+    elif isinstance(exc, sqlite3.Error):
+        hint = (
+            f"a database error ({exc}); try again, and if it persists run `dtwin cache clear` "
+            "or use another session_id"
+        )
+    elif type(exc).__module__ == "cv2":
+        hint = (
+            f"image processing failed (OpenCV: {str(exc).strip().splitlines()[-1:] or ''}); try another image"
+        )
+    else:
+        hint = f"an internal error ({type(exc).__name__}: {exc}); try again or with another image"
+    return ToolException(f"{action} failed: {hint}")
+
+
 def twin_id(twin: Any) -> str:
     """A short id of a twin: image hash prefix and granularity."""
     return f"{twin.image.sha256[:16]}:{twin.granularity}"
@@ -142,22 +181,20 @@ class DTwinSegmentTool(BaseTool):
         """Run one segmentation (or one chat turn) and return ``(content, artifact)``.
 
         Raises:
-            ToolException: bad path, empty query, unreadable image or a failed run, with a hint.
+            ToolException: for every failure, with a hint: bad path, empty query, bad session id,
+                unreadable image, a busy or damaged session, a provider failure, and unexpected ones
+                (out of memory, SQLite, OpenCV, bugs: the cause is logged on this module's logger).
 
         """
         if not query or not query.strip():
             raise ToolException("the query is empty; say what to segment")
-        path = self.check_path(image_path)
         try:
-            if session_id:
+            path = self.check_path(image_path)
+            if session_id:  # "" (what models send for "none") is a one-off question
                 return self._session_turn(path, query, session_id)
             return self._segment(path, query)
-        except ToolException:
-            raise
-        except InputError as exc:
-            raise ToolException(f"bad input: {exc}") from exc
-        except DTwinError as exc:
-            raise ToolException(f"segmentation failed: {exc}; try again later or with another image") from exc
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the agent as a ToolException
+            raise tool_exception(exc, "segmentation") from exc
 
     def describe_twin(self, image_path: str) -> dict[str, Any]:
         """The twin's objects (id, semantic, spatial text, bbox, area %) of an image, without pixels.
@@ -168,14 +205,12 @@ class DTwinSegmentTool(BaseTool):
         """
         from dtwin_agent.api import build_twin
 
-        path = self.check_path(image_path)
         kwargs = {"cache": self.cache} if self.cache is not None else {}
         try:
+            path = self.check_path(image_path)
             twin = build_twin(path, settings=self.settings, proposer=self.proposer, **kwargs)
-        except InputError as exc:
-            raise ToolException(f"bad input: {exc}") from exc
-        except DTwinError as exc:
-            raise ToolException(f"building the twin failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the agent as a ToolException
+            raise tool_exception(exc, "building the twin") from exc
         return {
             "twin_id": twin_id(twin),
             "granularity": twin.granularity,
@@ -222,6 +257,8 @@ class DTwinSegmentTool(BaseTool):
 
     def _session_turn(self, path: Path, query: str, session_id: str) -> tuple[str, dict[str, Any]]:
         from dtwin_agent.integrations.chat import ChatSession
+
+        # turns of one session_id are serialised (threads and processes) by the session's lock
 
         with ChatSession(path, session_id=session_id, settings=self.settings, proposer=self.proposer) as chat:
             if self.cache is not None:

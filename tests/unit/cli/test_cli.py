@@ -103,3 +103,37 @@ def test_cache_info_and_clear(scene, tmp_path):
     assert info.exit_code == 0 and "twin: 1 entries" in info.output
     cleared = runner.invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0 and "removed" in cleared.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["segment"], "dtwin segment: Missing argument 'image'."),
+        (["segment", "a.png"], "Missing argument 'query'."),
+        (["segment", "a.png", "q", "--nope"], "No such option: --nope"),
+        (["segment", "a.png", "q", "--points-per-side", "abc"], "Invalid value for '--points-per-side'"),
+        (["twin"], "dtwin twin: Missing argument 'image'."),
+        (["chat"], "dtwin chat: Missing argument 'image'."),
+        (["eval"], "dtwin eval: Missing option '--dataset'."),
+        (["mcp", "--port", "99999"], "--port': Input should be less than or equal to 65535"),
+        (["mcp", "--port", "0"], "--port': Input should be greater than or equal to 1"),
+        (["models", "fetch", "--bogus"], "dtwin models fetch: No such option: --bogus"),
+        (["cache", "nope"], "dtwin cache: No such command 'nope'."),
+        (["twins", "build"], "dtwin twins build: Missing argument 'dataset'."),
+        (["nosuch"], "dtwin: No such command 'nosuch'."),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args, needle):
+    result = runner.invoke(app, args, prog_name="dtwin")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    assert lines[0].endswith("--help')") and "╭" not in result.output and "Traceback" not in result.output
+
+
+def test_help_still_works():
+    result = runner.invoke(app, ["segment", "--help"], prog_name="dtwin")
+    assert result.exit_code == 0 and "Usage: dtwin segment" in result.output
+    bare = runner.invoke(app, [], prog_name="dtwin")
+    assert "Usage: dtwin" in bare.output and bare.exit_code == 2

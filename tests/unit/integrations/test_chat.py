@@ -355,3 +355,46 @@ def test_a_chat_turn_writes_the_same_result_json_as_segment(scene: Path, tmp_pat
     assert written["ids"] == single.ids and written["objects"] == single.summary()["objects"]
     assert written["steps"] == single.summary()["steps"]
     assert {k: turn[k] for k in written} == written  # the turn record holds the same fields
+
+
+def test_a_provider_failure_keeps_the_chat_going(scene: Path, tmp_path: Path) -> None:
+    from dtwin_agent.cli.chat import chat_loop
+
+    healthy = recording_llm()
+    calls = {"n": 0}
+
+    def respond(messages: list[BaseMessage]) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return RuntimeError("503 Service Unavailable: the provider is down")
+        return healthy.respond(messages)
+
+    config = settings(tmp_path, **{"models.llm": ScriptedChatModel(respond=respond), "models.max_retries": 0})
+    said: list[str] = []
+    with ChatSession(scene, session_id="flaky", settings=config, proposer=ColourProposer()) as chat:
+        chat_loop(chat, ["the red shape", "the red shape", "/objects"], said.append)
+        turns = chat.turns
+    assert said[0].startswith("error: ") and "the session is kept" in said[0], said
+    assert "(refine): request failed" in said[0]  # the provider's ProviderCallError, reported
+    assert said[1].startswith("dtwin> Chose 1 object(s): #")
+    assert said[3].startswith("#1 ")  # still chatting after the failure
+    assert [t["turn"] for t in turns] == [1]
+
+
+def test_an_unexpected_error_in_a_turn_is_reported_and_the_loop_goes_on() -> None:
+    from dtwin_agent.cli.chat import chat_loop
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def ask(self, line: str) -> dict[str, Any]:
+            self.asked += 1
+            if self.asked == 1:
+                raise MemoryError("cannot allocate")
+            return {"answer": "fine", "files": {"mask": "m.png", "overlay": "o.png"}}
+
+    said: list[str] = []
+    chat_loop(Flaky(), ["first", "second"], said.append)
+    assert said[0] == "error: MemoryError: cannot allocate (the session is kept: ask again, or /quit)"
+    assert said[1] == "dtwin> fine"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,16 @@ import pytest
 from helpers.scenes import ColourProposer, write_scene
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import ToolException
 from langchain_tests.unit_tests import ToolsUnitTests
 from PIL import Image
 
 from dtwin_agent.api import SegmentationResult
 from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.errors import ProviderCallError, SessionBusyError
 from dtwin_agent.integrations.tool import DTwinSegmentTool, confine_path
+
+PROVIDER = {"provider": "openai", "stage": "refine", "kind": "transient", "status_code": 503, "attempts": 5}
 
 
 class ToolCallingFakeModel(GenericFakeChatModel):
@@ -278,3 +284,80 @@ def test_tool_session_turns_share_one_twin(scene: Path, tmp_path: Path) -> None:
     assert first.artifact["session_id"] == "t1"
     assert len(proposer.calls) == 1
     assert first.artifact["ids"] != second.artifact["ids"]
+
+
+def _raise_cv2_error() -> None:
+    import cv2
+
+    cv2.resize(np.zeros((0, 0), np.uint8), (2, 2))
+
+
+@pytest.mark.parametrize(
+    ("failure", "hint"),
+    [
+        (MemoryError, "ran out of memory; try a smaller image"),
+        (lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")), "dtwin cache clear"),
+        (_raise_cv2_error, "image processing failed (OpenCV: "),
+        (lambda: {}["missing"], "an internal error (KeyError"),
+        (lambda: (_ for _ in ()).throw(ProviderCallError("boom", **PROVIDER)), "try again later"),
+        (
+            lambda: (_ for _ in ()).throw(SessionBusyError("session s is busy: try again")),
+            "session s is busy",
+        ),
+    ],
+    ids=["memory", "sqlite", "opencv", "bug", "provider", "busy"],
+)
+def test_every_failure_becomes_a_tool_error_with_a_hint(
+    failure: Any, hint: str, scene: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def segmenter(path: Path, query: str, *, settings: Any = None) -> SegmentationResult:
+        if isinstance(failure, type):
+            raise failure()
+        failure()
+        raise AssertionError("unreachable")
+
+    tool = DTwinSegmentTool(segmenter=segmenter, allowed_roots=[scene.parent])
+    with caplog.at_level(logging.WARNING, logger="dtwin_agent.integrations.tool"):
+        message = call(tool, image_path="scene.png", query="the red one")
+    assert message.status == "error" and hint in message.content, message.content
+    record = next(r for r in caplog.records if r.name == "dtwin_agent.integrations.tool")
+    assert record.getMessage().startswith("segmentation failed")
+
+
+def test_unexpected_failures_are_logged_with_their_cause(
+    scene: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def segmenter(path: Path, query: str, *, settings: Any = None) -> SegmentationResult:
+        raise MemoryError("cannot allocate 8 GiB")
+
+    tool = DTwinSegmentTool(segmenter=segmenter, allowed_roots=[scene.parent])
+    with caplog.at_level(logging.WARNING, logger="dtwin_agent.integrations.tool"):
+        with pytest.raises(ToolException, match="ran out of memory"):
+            tool.segment_image("scene.png", "the red one")
+    record = caplog.records[-1]
+    assert record.levelno == logging.ERROR and isinstance(record.exc_info[1], MemoryError)
+
+
+def test_describe_twin_failures_become_tool_errors(scene: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dtwin_agent.api as api
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.DatabaseError("file is not a database")
+
+    monkeypatch.setattr(api, "build_twin", boom)
+    tool = DTwinSegmentTool(segmenter=fake_segmenter, allowed_roots=[scene.parent])
+    with pytest.raises(ToolException, match="building the twin failed: a database error"):
+        tool.describe_twin("scene.png")
+
+
+@pytest.mark.parametrize(
+    ("session_id", "hint"),
+    [("x" * 300, "session id is 300 characters long"), ("a\x00b", "control characters"), ("  ", "is empty")],
+    ids=["300-chars", "nul", "spaces"],
+)
+def test_bad_session_ids_are_tool_errors(session_id: str, hint: str, scene: Path, tmp_path: Path) -> None:
+    tool = DTwinSegmentTool(
+        settings=fast_settings(tmp_path / "cache"), allowed_roots=[scene.parent], proposer=ColourProposer()
+    )
+    message = call(tool, image_path="scene.png", query="the red shape", session_id=session_id)
+    assert message.status == "error" and hint in message.content, message.content

@@ -45,7 +45,7 @@ def _terms(text: str) -> set[str]:
     return {_stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP and len(w) > 1}
 
 
-def keyword_granularity(query: str) -> GranularityChoice:
+def _keyword_granularity(query: str) -> GranularityChoice:
     """Part words -> ``part``, group words -> ``group``, else ``object``."""
     words = set(re.findall(r"[a-z]+", query.lower()))
     if words & _PART_WORDS:
@@ -84,7 +84,7 @@ class LexicalReasoner:
     def granularity(self, query: str, usage: Usage) -> Reply[GranularityChoice]:
         """Keyword rules on the request."""
         started = time.perf_counter()
-        choice = keyword_granularity(query)
+        choice = _keyword_granularity(query)
         usage.add("granularity", seconds=time.perf_counter() - started)
         return Reply(choice)
 

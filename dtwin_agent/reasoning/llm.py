@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from dtwin_agent.config import Settings
-from dtwin_agent.llm.call import invoke_structured
+from dtwin_agent.llm.call import StructuredResult, invoke_structured
 from dtwin_agent.llm.parsing import parse_granularity, parse_refine_step, parse_single_shot
 from dtwin_agent.llm.prompts import load_prompt, render_prompt
 from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, SingleShotOutput
@@ -81,6 +82,16 @@ def sftdt_messages(twin: DigitalTwin, query: str, dialogue: str = "") -> list[Ba
     return [kinds[m["role"]](m["content"]) for m in render_messages(SegDTInput.from_twin(twin, query))]
 
 
+def _step_reply(
+    result: StructuredResult, twin: DigitalTwin, previous: ReasoningStep, kept: Callable[[Any], list[Any]]
+) -> Reply[ReasoningStep]:
+    """The step after ``previous`` from a parsed answer (``kept(parsed)``: id, semantic, reasoning)."""
+    report = result.report.model_dump()
+    if result.parsed is None:
+        return Reply(None, report)
+    return Reply(step_from_kept(twin, previous, kept(result.parsed), report), report)
+
+
 class LLMReasoner:
     """A chat model reasoning over JSON(D) through the prompt files (any LangChain chat model).
 
@@ -123,11 +134,9 @@ class LLMReasoner:
             usage,
             "refine",
         )
-        report = result.report.model_dump()
-        if result.parsed is None:
-            return Reply(None, report)
-        kept = [(o.id, o.semantic, o.reasoning) for o in result.parsed.objects]
-        return Reply(step_from_kept(twin, previous, kept, report), report)
+        return _step_reply(
+            result, twin, previous, lambda out: [(o.id, o.semantic, o.reasoning) for o in out.objects]
+        )
 
     def single_shot(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[ReasoningStep]:
         """The chosen ids with one reason for all (paper Eq. 6)."""
@@ -138,11 +147,8 @@ class LLMReasoner:
             usage,
             "refine",
         )
-        report = result.report.model_dump()
-        if result.parsed is None:
-            return Reply(None, report)
-        kept = [(i, "", result.parsed.reason) for i in result.parsed.ids]
-        return Reply(step_from_kept(twin, ReasoningStep(step=0, ids=twin.ids), kept, report), report)
+        whole = ReasoningStep(step=0, ids=twin.ids)
+        return _step_reply(result, twin, whole, lambda out: [(i, "", out.reason) for i in out.ids])
 
     def path(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[list[ReasoningStep]]:
         """The SFTDT answer: exactly the trained messages, in prompt mode (no tools or format added)."""

@@ -60,7 +60,7 @@ def system_prompt(settings: Settings) -> str:
     return render_prompt("semantics_in_context.system.md", examples=lines)
 
 
-def batch_messages(
+def _batch_messages(
     rgb: np.ndarray, batch: list[tuple[int, np.ndarray]], query: str, settings: Settings, system: str
 ) -> list[Any]:
     """Messages labelling ``batch`` (``(id, mask)`` pairs): per mask its crop and its outlined view."""
@@ -138,7 +138,7 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
 
     def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], Any]:
         ids = [i for i, _ in batch]
-        messages = batch_messages(image.rgb, batch, query, settings, system)
+        messages = _batch_messages(image.rgb, batch, query, settings, system)
         result = invoke_structured(
             model,
             messages,

@@ -14,7 +14,7 @@ from dtwin_agent.spatial import build_spatial as compute_spatial
 from dtwin_agent.twin import DigitalTwin, ImageInfo, TwinObject
 
 
-def assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
+def _assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
     """Build (and so validate) the :class:`DigitalTwin` from the state's proposals, semantics and image."""
     records = state.get("proposals", [])
     rles = [r.mask for r in records]
@@ -51,6 +51,6 @@ def build_spatial(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
     A new twin starts a new reasoning path (``steps`` emptied, for threads that run again).
     """
     started = time.perf_counter()
-    twin = assemble_twin(state, settings_of(runtime).spatial)
+    twin = _assemble_twin(state, settings_of(runtime).spatial)
     usage = Usage().add("spatial", calls=0, seconds=time.perf_counter() - started)
     return {"twin": twin, "steps": [], "usage": usage.model_dump()}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers.fakes import ScriptedChatModel
 from helpers.scenes import ColourProposer, write_scene
+from helpers.twins import box, twin_from_masks
 
-from dtwin_agent import masks
 from dtwin_agent.api import SegmentationResult, segment
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.graph import build_graph
@@ -21,35 +20,19 @@ from dtwin_agent.reasoning import Reasoner, get_reasoner
 from dtwin_agent.reasoning.llm import LLMReasoner
 from dtwin_agent.sft.build import build_skeleton
 from dtwin_agent.sft.records import parse_record, render_messages, render_target
-from dtwin_agent.twin import DigitalTwin, ImageInfo, ReasoningStep, TwinObject
-
-
-def box(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
+from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 
 def toy_twin() -> DigitalTwin:
     """Three objects: a white mug, a wooden table, a steel knife (spatial text given)."""
-    specs = [
-        (box(40, 60, 0, 0, 20, 20), "a white mug", "top left"),
-        (box(40, 60, 20, 0, 60, 20), "a wooden table", "top right"),
-        (box(40, 60, 0, 25, 30, 35), "a steel knife", "bottom left"),
-    ]
-    objects = [
-        TwinObject(
-            id=i,
-            mask=masks.encode(m),
-            bbox=masks.bbox(m),
-            area_pct=100 * m.mean(),
-            centroid=masks.centroid(m),
-            semantic=semantic,
-            spatial=spatial,
-        )
-        for i, (m, semantic, spatial) in enumerate(specs, 1)
-    ]
-    return DigitalTwin(image=ImageInfo(width=60, height=40, sha256="c" * 64, source="toy"), objects=objects)
+    return twin_from_masks(
+        [
+            (box(40, 60, 0, 0, 20, 20), "a white mug", "top left", None),
+            (box(40, 60, 20, 0, 60, 20), "a wooden table", "top right", None),
+            (box(40, 60, 0, 25, 30, 35), "a steel knife", "bottom left", None),
+        ],
+        sha="c",
+    )
 
 
 def reason(twin: DigitalTwin, query: str, settings: Settings, dialogue: str = "") -> SegmentationResult:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.twins import box as square
+from helpers.twins import twin_from_masks
 
-from dtwin_agent import masks
 from dtwin_agent.errors import InputError
 from dtwin_agent.sft import (
     SegDTRecord,
@@ -24,7 +25,6 @@ from dtwin_agent.sft import (
 )
 from dtwin_agent.sft.build import build_skeleton, object_overlaps
 from dtwin_agent.sft.loss import span_weights, weighted_lm_loss
-from dtwin_agent.twin import DigitalTwin, ImageInfo, TwinObject
 
 TOOLS = Path(__file__).resolve().parents[3] / "tools"
 
@@ -141,33 +141,14 @@ def test_skeletons_need_no_reasoning_but_training_refuses_them(tmp_path):
 # ------------------------------------------------------------------------------------ builder
 
 
-def square(h, w, x0, y0, x1, y1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
 def make_twin(h=20, w=30):
-    specs = [
-        (square(h, w, 0, 0, 10, 10), 0.95, "a mug"),
-        (square(h, w, 8, 0, 20, 10), 0.9, "a table"),
-        (square(h, w, 22, 12, 28, 18), 0.5, "a blurry blob"),
-    ]
-    objs = []
-    for i, (m, piou, sem) in enumerate(specs, 1):
-        objs.append(
-            TwinObject(
-                id=i,
-                mask=masks.encode(m),
-                bbox=masks.bbox(m),
-                area_pct=100 * m.mean(),
-                centroid=masks.centroid(m),
-                predicted_iou=piou,
-                semantic=sem,
-                spatial=f"object {i}",
-            )
-        )
-    return DigitalTwin(image=ImageInfo(width=w, height=h, sha256="0" * 64, source="toy"), objects=objs)
+    return twin_from_masks(
+        [
+            (square(h, w, 0, 0, 10, 10), "a mug", "object 1", 0.95),
+            (square(h, w, 8, 0, 20, 10), "a table", "object 2", 0.9),
+            (square(h, w, 22, 12, 28, 18), "a blurry blob", "object 3", 0.5),
+        ]
+    )
 
 
 def test_build_skeleton_marks_overlapping_objects_and_writes_no_reasoning():

@@ -17,7 +17,8 @@ DTwinError
 │   ├── SessionBusyError                another turn of it is still running
 │   └── SessionStoreError               its database is damaged, or lost while its files remain
 └── FetchError                          no source could deliver a model file
-    └── ChecksumError                   a file's sha256 differs from the pinned one
+    ├── ChecksumError                   a file's sha256 differs from the pinned one
+    └── NetworkError                    the network or the package index could not be reached
 ```
 """
 
@@ -109,3 +110,7 @@ class FetchError(DTwinError):
 
 class ChecksumError(FetchError):
     """A file's sha256 differs from the pinned one (the file has been removed)."""
+
+
+class NetworkError(FetchError):
+    """The network, a download host or the package index could not be reached at all."""

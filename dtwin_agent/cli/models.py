@@ -30,6 +30,8 @@ DirOpt = Annotated[
     typer.Option("--dir", help="store folder (default $DTWIN_MODELS_DIR or ~/.cache/dtwin/models)"),
 ]
 NamesArg = Annotated[list[str] | None, typer.Argument(help="model names (see dtwin models list)")]
+OfflineOpt = Annotated[bool, typer.Option("--offline-profile", help="the offline profile's models")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every registered model")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -114,10 +116,8 @@ def list_models(directory: DirOpt = None) -> None:
 @models_app.command("fetch")
 def fetch_models(
     names: NamesArg = None,
-    offline_profile: Annotated[
-        bool, typer.Option("--offline-profile", help="everything the offline profile needs")
-    ] = False,
-    every: Annotated[bool, typer.Option("--all", help="every registered model")] = False,
+    offline_profile: OfflineOpt = False,
+    every: AllOpt = False,
     force: Annotated[bool, typer.Option("--force", help="fetch again even when present")] = False,
     directory: DirOpt = None,
 ) -> None:
@@ -146,10 +146,8 @@ def fetch_models(
 @models_app.command("verify")
 def verify_models(
     names: NamesArg = None,
-    offline_profile: Annotated[
-        bool, typer.Option("--offline-profile", help="the offline profile's models")
-    ] = False,
-    every: Annotated[bool, typer.Option("--all", help="every registered model")] = False,
+    offline_profile: OfflineOpt = False,
+    every: AllOpt = False,
     directory: DirOpt = None,
 ) -> None:
     """Hash stored files in full against their pinned sha256 (a mismatching file is removed)."""

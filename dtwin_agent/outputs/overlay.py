@@ -38,12 +38,12 @@ _PALETTE = np.array(
 )
 
 
-def colour(index: int) -> tuple[int, int, int]:
+def _colour(index: int) -> tuple[int, int, int]:
     """A distinct colour for object ``index``."""
     return tuple(int(c) for c in _PALETTE[index % len(_PALETTE)])
 
 
-def label_point(mask: np.ndarray) -> tuple[int, int]:
+def _label_point(mask: np.ndarray) -> tuple[int, int]:
     """A point well inside the mask (the maximum of the distance transform), as ``(x, y)``."""
     padded = np.pad(mask.astype(np.uint8), 1)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
@@ -84,15 +84,15 @@ def draw_objects(
     labels = []
     items = list(objects)
     for object_id, mask in items:
-        col = np.array(colour(object_id - 1), dtype=np.float32)
+        col = np.array(_colour(object_id - 1), dtype=np.float32)
         chosen = highlight is None or object_id in highlight
         if chosen:
             out[mask] = out[mask] * (1 - alpha) + col * alpha
-            labels.append((object_id, label_point(mask), tuple(int(c) for c in col)))
+            labels.append((object_id, _label_point(mask), tuple(int(c) for c in col)))
     canvas = np.clip(out, 0, 255).astype(np.uint8)
     for object_id, mask in items:
         chosen = highlight is None or object_id in highlight
-        col = colour(object_id - 1) if chosen else (200, 200, 200)
+        col = _colour(object_id - 1) if chosen else (200, 200, 200)
         cv2.drawContours(canvas, list(_contours(mask)), -1, col, thickness if chosen else 1)
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)

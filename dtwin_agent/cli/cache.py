@@ -15,12 +15,14 @@ def cache_info(config: ConfigOpt = None) -> None:
     """Show where the cache is and what it holds."""
     from dtwin_agent.cache import open_cache
 
-    cache = open_cache(settings_from_cli(config))
+    cache = open_cache(settings_from_cli(config), required=True)
     if cache is None:
         out.print("cache disabled (cache.enabled = false)")
         return
     info = cache.info()
     out.print(f"path: {info['path']}")
+    if info["damaged_copy"]:
+        out.print(f"damaged copy (moved aside; `dtwin cache clear` deletes it): {info['damaged_copy']}")
     out.print(f"size: {info['bytes'] / 2**20:.2f} MiB of {info['max_bytes'] / 2**20:.0f} MiB")
     for namespace, row in sorted(info["namespaces"].items()):
         out.print(f"{namespace}: {row['entries']} entries, {row['bytes'] / 2**20:.2f} MiB")
@@ -29,9 +31,9 @@ def cache_info(config: ConfigOpt = None) -> None:
 @cache_app.command("clear")
 @handle_errors
 def cache_clear(config: ConfigOpt = None) -> None:
-    """Delete every cached entry."""
+    """Delete every cached entry (a damaged cache file is moved aside and its copy deleted)."""
     from dtwin_agent.cache import open_cache
 
-    cache = open_cache(settings_from_cli(config))
+    cache = open_cache(settings_from_cli(config), required=True)
     removed = cache.clear() if cache is not None else 0
     out.print(f"removed {removed} entries")

@@ -137,3 +137,34 @@ def test_help_still_works():
     assert result.exit_code == 0 and "Usage: dtwin segment" in result.output
     bare = runner.invoke(app, [], prog_name="dtwin")
     assert "Usage: dtwin" in bare.output and bare.exit_code == 2
+
+
+def test_a_damaged_cache_file_is_rebuilt_with_one_warning(scene, tmp_path, monkeypatch):
+    import os
+
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("DTWIN_CACHE_DIR", str(cache_dir))
+    assert runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o1")]).exit_code == 0
+    db = cache_dir / "cache.sqlite"
+    for suffix in ("-wal", "-shm"):
+        (cache_dir / f"cache.sqlite{suffix}").unlink(missing_ok=True)
+    db.write_bytes(os.urandom(4096))
+    result = runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: the twin cache")]
+    assert len(warnings) == 1 and str(db) in warnings[0] and "cache.sqlite.corrupt" in warnings[0]
+    info = runner.invoke(app, ["cache", "info"])
+    assert info.exit_code == 0 and "twin: 1 entries" in info.output and "damaged copy" in info.output
+
+
+def test_cache_clear_works_on_a_damaged_file(tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    monkeypatch.setenv("DTWIN_CACHE_DIR", str(cache_dir))
+    (cache_dir / "cache.sqlite").write_bytes(b"\x00garbage" * 512)
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and "removed 0 entries" in cleared.output
+    assert sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith((".lock", "-wal", "-shm"))) == [
+        "cache.sqlite"
+    ]
+    assert runner.invoke(app, ["cache", "clear"]).exit_code == 0

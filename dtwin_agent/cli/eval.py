@@ -85,7 +85,9 @@ def eval_command(
 ) -> None:
     """Evaluate on a benchmark: gIoU / cIoU table (paper Table 1 layout); rerun to resume."""
     from dtwin_agent.evaluation.runner import rich_table, run_eval
+    from dtwin_agent.outputs.files import check_out_dir
 
+    out_dir = check_out_dir(out_dir or Path("eval_out") / dataset.lower())
     settings = settings_from_cli(
         config,
         vlm=vlm,
@@ -107,7 +109,7 @@ def eval_command(
         dataset,
         root,
         split,
-        out_dir=out_dir or Path("eval_out") / dataset.lower(),
+        out_dir=out_dir,
         settings=settings,
         engine=engine,
         workers=workers,

@@ -84,7 +84,9 @@ def twin(
     """Build the digital twin of IMAGE: writes OUT/twin.json and OUT/overlay.png."""
     from dtwin_agent.api import build_twin
     from dtwin_agent.images import load_image
-    from dtwin_agent.outputs.files import write_twin_outputs
+    from dtwin_agent.outputs.files import check_out_dir, write_twin_outputs
+
+    check_out_dir(out_dir)
 
     settings = settings_from_cli(
         config,
@@ -130,7 +132,9 @@ def segment(
     """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json."""
     from dtwin_agent.api import segment as run_segment
     from dtwin_agent.images import load_image
-    from dtwin_agent.outputs.files import write_segment_outputs
+    from dtwin_agent.outputs.files import check_out_dir, write_segment_outputs
+
+    check_out_dir(out_dir)
 
     settings = settings_from_cli(
         config,

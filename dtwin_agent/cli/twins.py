@@ -79,7 +79,9 @@ def build(
 ) -> None:
     """Build the twin of every image of a dataset split into sharded JSONL files (rerun to resume)."""
     from dtwin_agent.evaluation.twins import build_twins
+    from dtwin_agent.outputs.files import check_out_dir
 
+    check_out_dir(out_dir)
     settings = settings_from_cli(
         config,
         vlm=vlm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,19 +141,21 @@ def test_help_still_works():
 
 
 def test_a_damaged_cache_file_is_rebuilt_with_one_warning(scene, tmp_path, monkeypatch):
+    import gc
     import os
 
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("DTWIN_CACHE_DIR", str(cache_dir))
     assert runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o1")]).exit_code == 0
     db = cache_dir / "cache.sqlite"
+    gc.collect()  # the first run's connection, closed: its WAL checkpoint must not rewrite the garbage
     for suffix in ("-wal", "-shm"):
         (cache_dir / f"cache.sqlite{suffix}").unlink(missing_ok=True)
     db.write_bytes(os.urandom(4096))
     result = runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: the twin cache")]
-    assert len(warnings) == 1 and str(db) in warnings[0] and "cache.sqlite.corrupt" in warnings[0]
+    assert len(warnings) == 1 and str(db) in warnings[0] and "cache.sqlite.corrupt" in warnings[0], result.stderr
     info = runner.invoke(app, ["cache", "info"])
     assert info.exit_code == 0 and "twin: 1 entries" in info.output and "damaged copy" in info.output
 
@@ -168,3 +171,107 @@ def test_cache_clear_works_on_a_damaged_file(tmp_path, monkeypatch):
         "cache.sqlite"
     ]
     assert runner.invoke(app, ["cache", "clear"]).exit_code == 0
+
+
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Fails the test if the pipeline starts (output folders must be checked before any work)."""
+    import dtwin_agent.api as api
+
+    def started(*args, **kwargs):
+        raise AssertionError("the pipeline ran before --out was checked")
+
+    monkeypatch.setattr(api, "segment", started)
+    monkeypatch.setattr(api, "build_twin", started)
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "needle"),
+    [
+        ("segment", "{file}", "is a file, not a folder"),
+        ("twin", "{file}", "is a file, not a folder"),
+        ("segment", "{file}/sub", "cannot be created: {file} is a file"),
+        ("segment", "/proc/dtwin-out-check", "cannot be created in /proc"),
+        ("segment", "o\x00ut", "null byte"),
+        ("eval", "{file}", "is a file, not a folder"),
+        ("twins", "{file}", "is a file, not a folder"),
+    ],
+    ids=["segment-file", "twin-file", "under-a-file", "proc", "nul", "eval-file", "twins-file"],
+)
+def test_out_is_checked_before_any_work(scene, tmp_path, no_pipeline, command, target, needle):
+    import sys
+
+    if "/proc" in target and not sys.platform.startswith("linux"):
+        pytest.skip("/proc is Linux's")
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    out = target.format(file=existing)
+    args = {
+        "segment": ["segment", str(scene), "q", "--out", out],
+        "twin": ["twin", str(scene), "--out", out],
+        "eval": ["eval", "--dataset", "reasonseg", "--root", str(tmp_path), "--out", out],
+        "twins": ["twins", "build", "reasonseg", "--root", str(tmp_path), "--out", out],
+    }[command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle.format(file=existing) in lines[0], lines
+    assert existing.read_text() == "keep me"
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(scene, tmp_path, no_pipeline):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere (the /proc case covers this check as root)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = runner.invoke(app, ["segment", str(scene), "q", "--out", str(locked)])
+    assert result.exit_code == 2 and "is not writable" in result.stderr
+
+
+def test_a_run_failing_while_writing_leaves_the_old_set_whole(scene, tmp_path, monkeypatch):
+    out = tmp_path / "seg"
+    assert runner.invoke(app, ["segment", str(scene), "the red region", "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = outputs._stage
+    staged = []
+
+    def full_disk(path, data):
+        staged.append(path.name)
+        if path.name == "overlay.png":
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(outputs, "_stage", full_disk)
+    result = runner.invoke(app, ["segment", str(scene), "the blue region", "--out", str(out)])
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert staged == ["mask.png", "overlay.png"]  # the new mask was staged, then the overlay failed
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp file, no new mask
+
+
+def test_a_failed_rename_never_leaves_a_new_mask_beside_an_old_result(tmp_path, monkeypatch):
+    out = tmp_path / "set"
+    outputs.write_file_set(
+        out, {"mask.png": b"old mask", "overlay.png": b"old overlay", "result.json": b"old"}
+    )
+    real = outputs.os.replace
+
+    def flaky(src, dst):
+        if Path(dst).name == "overlay.png":
+            raise OSError("device went away")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", flaky)
+    with pytest.raises(OSError):
+        outputs.write_file_set(out, {"mask.png": b"new mask", "overlay.png": b"new", "result.json": b"new"})
+    left = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert left == {"mask.png": b"new mask"}  # no old overlay/result beside it, no result.json, no temp
+
+
+def test_a_second_run_replaces_the_whole_set(tmp_path):
+    out = tmp_path / "set"
+    outputs.write_file_set(out, {"a.png": b"1", "result.json": b"1"})
+    paths = outputs.write_file_set(out, {"a.png": b"2", "result.json": b"2"})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"a.png": b"2", "result.json": b"2"}
+    assert paths == {"a.png": out / "a.png", "result.json": out / "result.json"}

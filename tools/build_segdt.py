@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=None)
     args = p.parse_args(argv)
     try:
+        from dtwin_agent.outputs.files import check_out_dir
+
+        if args.out.is_dir():
+            raise InputError(f"--out {args.out} is a folder; name the JSONL file to write")
+        check_out_dir(args.out.parent, "--out (its folder)")
         from dtwin_agent.sft.build import build_skeleton
 
         if args.dataset and args.root is None:

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
+        from dtwin_agent.outputs.files import check_out_dir
+
+        out_dir = check_out_dir(args.out or Path("eval_out") / args.dataset.lower())
         segment_fn = load_callable(args.segment_fn) if args.segment_fn else None
         settings = None
         if segment_fn is None or args.settings or args.config:
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset,
             args.root,
             args.split,
-            out_dir=args.out or Path("eval_out") / args.dataset.lower(),
+            out_dir=out_dir,
             segment_fn=segment_fn,
             settings=settings,
             engine=args.engine,

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true", help="also save the LoRA-merged full model to OUT/merged")
     args = p.parse_args(argv)
     try:
+        from dtwin_agent.outputs.files import check_out_dir
+
+        check_out_dir(args.out)
         from pydantic import ValidationError
 
         from dtwin_agent.sft.records import read_records

@@ -264,8 +264,12 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(f"config file path {os.fspath(path)!r} is not usable: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
 
 
 def _validate(data: dict[str, Any], origin: str) -> Settings:

@@ -80,6 +80,13 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _check_path_text(image: str | os.PathLike) -> None:
+    """A path with a NUL byte names no file (the OS refuses it with ValueError): an ImageError instead."""
+    text = os.fspath(image)
+    if ("\x00" if isinstance(text, str) else b"\x00") in text:
+        raise ImageError(f"image path {text!r} holds a NUL byte; pass the path of an image file")
+
+
 def _open_path(path: Path) -> Image.Image:
     if not path.exists():
         raise ImageError(f"image not found: {path}")
@@ -107,7 +114,7 @@ _DECODED_LOCK = threading.Lock()
 def _file_version(path: Path) -> tuple[str, int, int] | None:
     try:
         stat = path.stat()
-    except OSError:
+    except (OSError, ValueError):
         return None
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
@@ -122,6 +129,7 @@ def load_image(image: ImageLike) -> LoadedImage:
         ImageError: for missing, empty, truncated, non-image or malformed input.
     """
     if isinstance(image, (str, os.PathLike)):
+        _check_path_text(image)
         version = _file_version(Path(image))
         with _DECODED_LOCK:
             hit = _DECODED.get(version) if version else None

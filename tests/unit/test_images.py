@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,32 @@ def test_downscale_longest_side():
     assert small.shape == (512, 1024, 3) and scale == pytest.approx(1024 / 6000)
     same, one = downscale(np.zeros((10, 20, 3), np.uint8), 1024)
     assert same.shape == (10, 20, 3) and one == 1.0
+
+
+@pytest.mark.parametrize("path", ["do\x00g.jpg", Path("do\x00g.jpg")], ids=["str", "Path"])
+def test_a_nul_byte_in_an_image_path_is_an_image_error(path):
+    from dtwin_agent import segment
+    from dtwin_agent.errors import ImageError
+
+    with pytest.raises(ImageError, match="holds a NUL byte"):
+        load_image(path)
+    with pytest.raises(ImageError, match="holds a NUL byte"):
+        segment(path, "the dog")
+
+
+def test_a_nul_byte_in_the_cli_image_path_exits_2():
+    from typer.testing import CliRunner
+
+    from dtwin_agent.cli import app
+
+    result = CliRunner().invoke(app, ["segment", "do\x00g.jpg", "the dog"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "null byte" in result.stderr.lower()
+
+
+def test_a_nul_byte_in_the_config_path_is_a_config_error():
+    from dtwin_agent.config import resolve_settings
+    from dtwin_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not usable"):
+        resolve_settings(config_file="dtwin\x00.toml")

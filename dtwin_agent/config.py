@@ -180,6 +180,31 @@ class CacheSettings(_Section):
     max_mb: float = Field(default=512.0, gt=0)
 
 
+class AccessSettings(_Section):
+    """Which image files the front doors for other programs may read.
+
+    ``DTwinSegmentTool``, the MCP server (``dtwin mcp``, whose ``--root`` adds folders) and the
+    LangGraph server graphs (``langgraph.json``; read from the server's own environment or
+    ``dtwin.toml`` when the graph is loaded, never from a run's context) read images only under
+    these folders; with none they read no image at all. The Python API and the CLI read what they
+    are given.
+    """
+
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="allowed image folders; in the environment DTWIN_ACCESS__IMAGE_ROOTS, separated by "
+        f"{os.pathsep!r}",
+    )
+    max_file_mb: float = Field(default=50.0, gt=0, description="larger image files are refused")
+
+    @field_validator("image_roots", mode="before")
+    @classmethod
+    def _split_paths(cls, v: Any) -> Any:
+        if isinstance(v, str):  # from the environment: folders separated like PATH
+            return [part for part in v.split(os.pathsep) if part.strip()]
+        return v
+
+
 class Settings(_Section):
     """All settings of a run. Build with :func:`resolve_settings`, or directly in code."""
 
@@ -189,6 +214,7 @@ class Settings(_Section):
     semantics: SemanticSettings = Field(default_factory=SemanticSettings)
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @field_validator("*", mode="before")
     @classmethod

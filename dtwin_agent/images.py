@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,68 @@ def _decode(image: ImageLike) -> LoadedImage:
     else:
         raise ImageError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
     return LoadedImage(rgb=rgb, source=str(source), sha256=pixel_hash(rgb))
+
+
+NO_ROOTS = (
+    "no image folders are allowed here, so no image can be read: start `dtwin mcp` with --root DIR, "
+    "set access.image_roots (DTWIN_ACCESS__IMAGE_ROOTS) for a LangGraph server, or pass allowed_roots "
+    "to DTwinSegmentTool"
+)
+
+
+def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], max_bytes: int) -> Path:
+    """Resolve ``path`` (following symlinks) and check it is a file inside one of ``roots``.
+
+    Relative paths are looked up under each root in turn. Whether a path outside the roots exists
+    is never told: every such path gets the same answer. This is what the tool, the MCP server and
+    the LangGraph server graphs read images through (settings ``access``).
+
+    Raises:
+        ImageError: no roots at all; an empty or unusable path; outside the roots (symlinks
+            included); missing, not a file, or larger than ``max_bytes`` (inside the roots).
+
+    """
+    if not roots:
+        raise ImageError(NO_ROOTS)
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
+    if not str(text).strip():
+        raise ImageError("the image path is empty; pass the path of an image file")
+    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
+    allowed = ", ".join(str(r) for r in resolved_roots)
+    try:
+        _check_path_text(text)
+        raw = Path(text)
+        try:
+            raw = raw.expanduser()
+        except RuntimeError:  # "~user" without such a user: an ordinary relative name
+            pass
+        candidates = [raw] if raw.is_absolute() else [root / raw for root in resolved_roots]
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if not any(resolved.is_relative_to(root) for root in resolved_roots):
+                continue
+            if not resolved.exists():
+                continue
+            if not resolved.is_file():
+                raise ImageError(f"{text} is not a file; pass the path of an image file")
+            size = resolved.stat().st_size
+            if size > max_bytes:
+                raise ImageError(
+                    f"{text} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit; "
+                    "use a smaller image"
+                )
+            return resolved
+        inside = [c for c in candidates if any(c.resolve().is_relative_to(r) for r in resolved_roots)]
+    except ImageError:
+        raise
+    except (OSError, ValueError) as exc:  # names too long, loops of links...
+        raise ImageError(f"{text!r} is not a usable path ({type(exc).__name__})") from exc
+    if not inside:
+        raise ImageError(
+            f"{text} is outside the allowed folders ({allowed}); symbolic links are followed. "
+            "Use an image inside them"
+        )
+    raise ImageError(f"no image at {text} (relative paths are looked up in {allowed}); pass an existing file")
 
 
 def image_file(image: ImageLike, folder: str | Path) -> str:

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else;
 130 interrupted. :class:`OneLineGroup` makes Click's usage errors one line too, for every command,
-and shows the package's log warnings as one ``warning:`` line each (no tracebacks).
+and shows logged warnings as one ``warning:`` line each (no tracebacks).
 """
 
 from __future__ import annotations
@@ -98,11 +98,15 @@ class _OneLineLog(logging.Handler):
             self.handleError(record)
 
 
-def show_package_logs() -> None:
-    """Print the package's warnings and errors as one line each on stderr (installed once)."""
-    package = logging.getLogger("dtwin_agent")
-    if not any(isinstance(h, _OneLineLog) for h in package.handlers):
-        package.addHandler(_OneLineLog(logging.WARNING))
+def show_warnings() -> None:
+    """Print warnings and errors logged in this process as one line each on stderr (installed once).
+
+    The handler sits on the root logger, so libraries that call ``logging.basicConfig`` later (the
+    MCP SDK does) find it there and add no second, multi-line one.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h, _OneLineLog) for h in root.handlers):
+        root.addHandler(_OneLineLog(logging.WARNING))
 
 
 # Click's exceptions, from the Click that Typer uses (its own vendored copy since Typer 0.29)
@@ -128,7 +132,7 @@ class OneLineGroup(TyperGroup):
         """Run the command line; with ``standalone_mode`` exit with the contract's codes."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        show_package_logs()
+        show_warnings()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _NoArgsIsHelp as exc:

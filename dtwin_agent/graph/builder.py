@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from dtwin_agent.config import Settings
+from dtwin_agent.config import AccessSettings, Settings
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes import (
     assign_semantics,
     build_spatial,
+    confine_image,
     finalize,
     load_image,
     lookup_twin,
@@ -51,7 +52,9 @@ PERCEPTION_NODES = (
 REASONING_NODES = ("refine", "finalize")
 
 
-def build_graph(*, perception: bool = True, reasoning: bool = True) -> StateGraph:
+def build_graph(
+    *, perception: bool = True, reasoning: bool = True, access: AccessSettings | None = None
+) -> StateGraph:
     """The uncompiled graph.
 
     Args:
@@ -59,6 +62,8 @@ def build_graph(*, perception: bool = True, reasoning: bool = True) -> StateGrap
             starts at ``refine`` over a ``twin`` in its input (:class:`ReasoningInput`).
         reasoning: include ``refine`` and ``finalize``; ``False`` gives the perception graph, which
             stops once the twin is built (output :class:`TwinOutput`).
+        access: for a graph served to other programs (``graphs/*.py``): a first node,
+            ``confine_image``, reads images only under ``access.image_roots`` (none: no image).
 
     Raises:
         ValueError: when both halves are left out.
@@ -81,7 +86,12 @@ def build_graph(*, perception: bool = True, reasoning: bool = True) -> StateGrap
         builder.add_node("assign_semantics", assign_semantics)
         builder.add_node("build_spatial", build_spatial)
         builder.add_node("store_twin", store_twin)
-        builder.add_edge(START, "load_image")
+        if access is not None:
+            builder.add_node("confine_image", confine_image(access))
+            builder.add_edge(START, "confine_image")
+            builder.add_edge("confine_image", "load_image")
+        else:
+            builder.add_edge(START, "load_image")
         builder.add_edge("load_image", "select_granularity")
         builder.add_edge("select_granularity", "lookup_twin")
         builder.add_conditional_edges(

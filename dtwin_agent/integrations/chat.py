@@ -36,10 +36,11 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import AccessSettings, Settings, resolve_settings
 from dtwin_agent.errors import InputError, SessionStoreError
 from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
+from dtwin_agent.graph.nodes import confine_image
 from dtwin_agent.graph.nodes._common import settings_of
 from dtwin_agent.graph.state import check_query, checkpoint_serializer, merge_dicts
 from dtwin_agent.integrations.session_store import (
@@ -253,17 +254,26 @@ def record_turn(state: ChatState, runtime: Runtime[Context], config: RunnableCon
     }
 
 
-def build_chat_graph() -> StateGraph:
+def build_chat_graph(access: AccessSettings | None = None) -> StateGraph:
     """The uncompiled chat graph (see the module docstring); compile it with a checkpointer.
 
-    The perception and reasoning graphs are compiled here, once, and added as nodes.
+    The perception and reasoning graphs are compiled here, once, and added as nodes. With
+    ``access`` (a graph served to other programs, ``graphs/chat.py``) a first node,
+    ``confine_image``, reads images only under ``access.image_roots`` (none: no image), on every
+    turn that names one.
     """
     builder = StateGraph(ChatState, context_schema=Context, input_schema=ChatInput, output_schema=ChatOutput)
+    if access is not None:
+        builder.add_node("confine_image", confine_image(access))
     builder.add_node("start_turn", start_turn)
     builder.add_node("build_twin", build_graph(reasoning=False).compile())
     builder.add_node("reason", build_graph(perception=False).compile())
     builder.add_node("record_turn", record_turn)
-    builder.add_edge(START, "start_turn")
+    if access is not None:
+        builder.add_edge(START, "confine_image")
+        builder.add_edge("confine_image", "start_turn")
+    else:
+        builder.add_edge(START, "start_turn")
     builder.add_conditional_edges("start_turn", route_turn, ["build_twin", "reason"])
     builder.add_edge("build_twin", "reason")
     builder.add_edge("reason", "record_turn")

@@ -7,8 +7,13 @@ Tools:
   PNG image (L mode, 0/255, original size); structured content: ids, mask RLE, file paths, twin id.
 - ``describe_twin(image_path)``: the twin's objects (id, semantic, spatial text, bbox, area %).
 
-Errors come back as tool results with ``is_error`` set and a hint, never as a crash. Transports:
-stdio (default) and streamable HTTP bound to 127.0.0.1 only.
+Errors come back as tool results with ``is_error`` set and a hint, never as a crash (the cause of
+an unexpected one is logged). Transports: stdio (default) and streamable HTTP bound to 127.0.0.1
+only; a port in use is one clear error before anything starts.
+
+Images are read only under the roots given (``--root DIR``, repeatable, else the setting
+``access.image_roots``); with none the server starts but reads no image, and says so. A path
+outside the roots gets the same answer whether or not it exists.
 
 Run as ``dtwin mcp`` or ``python -m dtwin_agent.integrations.mcp_server [--http] [--port N] [--root DIR]...``.
 """
@@ -17,17 +22,23 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
+import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from langchain_core.tools import ToolException
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 
 from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.images import NO_ROOTS
 from dtwin_agent.integrations.tool import DTwinSegmentTool
 
+logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 INSTRUCTIONS = (
     "Reasoning segmentation over an image's digital twin. Call `segment` with an image path and a "
@@ -51,13 +62,14 @@ def build_server(
     Args:
         tool: the LangChain tool doing the work (its settings, cache and roots apply).
         settings: used when ``tool`` is None (default: resolved from file and environment).
-        roots: allowed image folders when ``tool`` is None (default: the working directory).
+        roots: allowed image folders when ``tool`` is None (default: the setting
+            ``access.image_roots``; none: the server reads no image).
 
     """
     if tool is None:
         tool = DTwinSegmentTool(
             settings=settings or resolve_settings(),
-            allowed_roots=[Path(r) for r in roots] if roots else [Path.cwd()],
+            allowed_roots=[Path(r) for r in roots] if roots else None,
         )
     server = MCPServer(name="dtwin", instructions=INSTRUCTIONS)
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -81,6 +93,7 @@ def build_server(
         except ToolException as exc:
             return _error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must still reach the client as an answer
+            logger.error("segment failed unexpectedly", exc_info=exc)
             return _error(f"internal error in segment: {type(exc).__name__}: {exc}")
         png = Path(artifact["files"]["mask"]).read_bytes()
         return CallToolResult(
@@ -104,12 +117,36 @@ def build_server(
         except ToolException as exc:
             return _error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must still reach the client as an answer
+            logger.error("describe_twin failed unexpectedly", exc_info=exc)
             return _error(f"internal error in describe_twin: {type(exc).__name__}: {exc}")
         lines = [f"#{o['id']} {o['semantic']}: {o['spatial']}" for o in described["objects"]]
         text = f"{len(lines)} objects ({described['granularity']} level)\n" + "\n".join(lines)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=described)
 
     return server
+
+
+def bind_port(port: int, host: str = HOST) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (what uvicorn would bind, bound first here).
+
+    Raises:
+        InputError: a port outside 1..65535.
+        DTwinError: the port is in use (or cannot be bound), as one line naming it.
+
+    """
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a TCP port (1..65535)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no obstacle
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DTwinError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server?); "
+            "choose another port with --port"
+        ) from exc
+    return sock
 
 
 def serve(
@@ -119,22 +156,56 @@ def serve(
     roots: Sequence[str | Path] | None = None,
     settings: Settings | None = None,
 ) -> None:
-    """Run the server: stdio, or streamable HTTP on ``127.0.0.1:port`` (path ``/mcp``)."""
+    """Run the server: stdio, or streamable HTTP on ``127.0.0.1:port`` (path ``/mcp``).
+
+    Raises:
+        InputError: a bad port.
+        DTwinError: the port is in use; nothing was started.
+
+    """
+    if http and not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a TCP port (1..65535)")
     server = build_server(settings=settings, roots=roots)
-    if http:
-        server.run("streamable-http", host=HOST, port=port)
-    else:
+    tool_roots = roots or (settings or resolve_settings()).access.image_roots
+    if not tool_roots:
+        logger.warning("no --root given: %s", NO_ROOTS)
+    if not http:
         server.run("stdio")
+        return
+    import anyio
+    import uvicorn
+
+    sock = bind_port(port)
+    config = uvicorn.Config(server.streamable_http_app(host=HOST), log_level="warning")
+    print(f"MCP server on http://{HOST}:{port}/mcp (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    try:
+        anyio.run(uvicorn.Server(config).serve, [sock])
+    finally:
+        sock.close()
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dtwin_agent.integrations.mcp_server``: the same options as ``dtwin mcp``."""
-    parser = argparse.ArgumentParser(prog="dtwin-mcp", description=__doc__.splitlines()[0])
+    """``python -m dtwin_agent.integrations.mcp_server``: the same options and exit codes as ``dtwin mcp``."""
+    parser = _OneLineParser(prog="dtwin-mcp", description=__doc__.splitlines()[0])
     parser.add_argument("--http", action="store_true", help="streamable HTTP on 127.0.0.1 instead of stdio")
     parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
     parser.add_argument("--root", action="append", default=None, help="allowed image folder (repeatable)")
     args = parser.parse_args(argv)
-    serve(http=args.http, port=args.port, roots=args.root)
+    from dtwin_agent.cli._common import show_warnings
+
+    show_warnings()
+    try:
+        serve(http=args.http, port=args.port, roots=args.root)
+    except DTwinError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, InputError) else 1)
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 
 Content for the calling model is one short text naming the chosen objects and why; the artifact
 carries the heavy data (ids, mask RLE, file paths, twin id). Image paths are confined to allowed
-roots (default: the working directory); paths outside them, symlinks escaping them and files over
-the size limit are refused with a :class:`ToolException` the agent can act on. With a
+roots (``allowed_roots``, else the setting ``access.image_roots``; with none, no image is read);
+paths outside them (the same answer whether or not they exist), symlinks escaping them and files
+over the size limit are refused with a :class:`ToolException` the agent can act on. With a
 ``session_id`` the query is one turn of a chat session (:mod:`dtwin_agent.integrations.chat`), so a
 follow-up ("only the one on the left") is read against the earlier answers.
 """
@@ -45,49 +46,19 @@ class SegmentArgs(BaseModel):
 
 
 def confine_path(path: str, roots: list[Path], max_bytes: int) -> Path:
-    """Resolve ``path`` (following symlinks) and check it lies inside one of ``roots``.
-
-    Relative paths are looked up under each root in turn.
+    """:func:`dtwin_agent.images.confine` with its errors as :class:`ToolException` (same text).
 
     Raises:
-        ToolException: empty or invalid, outside the roots (symlinks included), missing, not a
-            file, or larger than ``max_bytes``.
+        ToolException: no roots, an empty or unusable path, outside the roots (symlinks included,
+            the same answer whether or not the path exists), missing, not a file, or too large.
 
     """
-    if not str(path or "").strip():
-        raise ToolException("image_path is empty; pass the path of an image file")
-    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
-    allowed = ", ".join(str(r) for r in resolved_roots)
+    from dtwin_agent.images import confine
+
     try:
-        raw = Path(path).expanduser()
-        candidates = [raw] if raw.is_absolute() else [root / raw for root in resolved_roots]
-        outside = False
-        for candidate in candidates:
-            resolved = candidate.resolve()
-            if not any(resolved.is_relative_to(root) for root in resolved_roots):
-                outside = True
-                continue
-            if not resolved.exists():
-                continue
-            if not resolved.is_file():
-                raise ToolException(f"{path} is not a file; pass the path of an image file")
-            size = resolved.stat().st_size
-            if size > max_bytes:
-                raise ToolException(
-                    f"{path} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit; "
-                    "use a smaller image"
-                )
-            return resolved
-    except (OSError, ValueError) as exc:  # e.g. NUL bytes, names too long
-        raise ToolException(f"{path!r} is not a usable path ({exc})") from exc
-    if outside:
-        raise ToolException(
-            f"{path} is outside the allowed folders ({allowed}); symbolic links are followed. "
-            "Use an image inside them"
-        )
-    raise ToolException(
-        f"no image at {path} (relative paths are looked up in {allowed}); pass an existing file"
-    )
+        return confine(path, roots, max_bytes)
+    except InputError as exc:
+        raise ToolException(str(exc)) from exc
 
 
 def tool_exception(exc: BaseException, action: str) -> ToolException:
@@ -138,8 +109,9 @@ class DTwinSegmentTool(BaseTool):
         cache: a twin cache (:class:`~dtwin_agent.cache.SqliteCache`) to use instead of the one
             ``settings.cache`` names.
         proposer: an already-built mask proposer (keeps model weights loaded across calls).
-        allowed_roots: image paths must resolve inside one of these folders.
-        max_file_mb: larger image files are refused.
+        allowed_roots: image paths must resolve inside one of these folders (default: the setting
+            ``access.image_roots``; none at all: every path is refused with a hint).
+        max_file_mb: larger image files are refused (default: the setting ``access.max_file_mb``).
         output_dir: where mask/overlay files go (default ``<cache.dir>/results``).
         segmenter: replaces :func:`dtwin_agent.api.segment` (tests).
 
@@ -161,14 +133,22 @@ class DTwinSegmentTool(BaseTool):
     settings: Settings = Field(default_factory=lambda: resolve_settings())
     cache: Any = None
     proposer: Any = None
-    allowed_roots: list[Path] = Field(default_factory=lambda: [Path.cwd()])
-    max_file_mb: float = 50.0
+    allowed_roots: list[Path] | None = None
+    max_file_mb: float | None = None
     output_dir: Path | None = None
     segmenter: Callable[..., Any] | None = None
 
+    @property
+    def roots(self) -> list[Path]:
+        """The folders images are read from: ``allowed_roots``, else ``settings.access.image_roots``."""
+        if self.allowed_roots is not None:
+            return list(self.allowed_roots)
+        return [Path(root) for root in self.settings.access.image_roots]
+
     def check_path(self, image_path: str) -> Path:
         """The confined, resolved image path (see :func:`confine_path`)."""
-        return confine_path(image_path, self.allowed_roots, int(self.max_file_mb * 2**20))
+        limit = self.max_file_mb if self.max_file_mb is not None else self.settings.access.max_file_mb
+        return confine_path(image_path, self.roots, int(limit * 2**20))
 
     def _run(
         self, image_path: str, query: str, session_id: str | None = None, **_: Any

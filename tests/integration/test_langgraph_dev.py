@@ -70,6 +70,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest):
         "DTWIN_PERCEPTION__MAX_IMAGE_SIDE": "128",
         "DTWIN_PERCEPTION__PROPOSER": "offline",
         "DTWIN_PERCEPTION__GRANULARITY": "object",
+        "DTWIN_ACCESS__IMAGE_ROOTS": str(tmp_path),  # the served graphs read images only here
         "LANGSMITH_TRACING": "false",
         "LANGCHAIN_TRACING_V2": "false",
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
@@ -136,6 +137,10 @@ def test_langgraph_dev_serves_segment_and_chat(server: str, tmp_path: Path) -> N
     out = client.runs.wait(None, "segment", input={"image": str(image), "query": "the blue shape"})
     assert len(out["ids"]) == 1 and out["mask"]["size"] == [128, 128], out
     assert out["message"].startswith("chose 1 object(s)")
+    refused = client.runs.wait(
+        None, "segment", input={"image": "/etc/passwd", "query": "the blue shape"}, raise_error=False
+    )
+    assert "outside the allowed folders" in json.dumps(refused), refused
 
     thread = client.threads.create()
     first = client.runs.wait(

@@ -2,7 +2,7 @@
 
 from dtwin_agent.graph.nodes.finalize import finalize
 from dtwin_agent.graph.nodes.granularity import select_granularity
-from dtwin_agent.graph.nodes.image import load_image
+from dtwin_agent.graph.nodes.image import confine_image, load_image
 from dtwin_agent.graph.nodes.propose import propose_masks
 from dtwin_agent.graph.nodes.refine import refine, route_after_refine
 from dtwin_agent.graph.nodes.semantics import assign_semantics
@@ -12,6 +12,7 @@ from dtwin_agent.graph.nodes.twin_cache import lookup_twin, route_after_lookup, 
 __all__ = [
     "assign_semantics",
     "build_spatial",
+    "confine_image",
     "finalize",
     "load_image",
     "lookup_twin",

@@ -112,3 +112,130 @@ def test_mcp_server_in_process_with_an_injected_tool(scene: Path, tmp_path: Path
             assert (first.structured_content["turn"], second.structured_content["turn"]) == (1, 2)
 
     asyncio.run(asyncio.wait_for(main(), timeout=120))
+
+
+def call_tool(server_or_tool, name: str, args: dict):
+    async def main():
+        async with Client(server_or_tool) as client:
+            return await client.call_tool(name, args)
+
+    return asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+def test_without_roots_the_server_reads_no_image(scene: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(scene.parent)  # the old default (the working directory) would have served it
+    server = build_server(settings=resolve_settings(overrides={"cache.dir": str(tmp_path / "cache")}))
+    for path in (str(scene), "scene.png", "/etc/shadow", "/no/such/file.png"):
+        result = call_tool(server, "segment", {"image_path": path, "query": "the red shape"})
+        assert result.is_error and "no image folders are allowed here" in result.content[0].text
+        assert "--root" in result.content[0].text
+
+
+def test_outside_the_roots_existing_and_missing_paths_get_the_same_answer(
+    scene: Path, tmp_path: Path
+) -> None:
+    server = build_server(settings=resolve_settings(), roots=[scene.parent])
+    answers = {}
+    for path in ("/etc/shadow", "/etc/no-such-file", "/etc", str(tmp_path / "nope.png"), "../../etc/shadow"):
+        result = call_tool(server, "describe_twin", {"image_path": path})
+        assert result.is_error
+        answers[path] = result.content[0].text.replace(path, "PATH")
+    assert len(set(answers.values())) == 1, answers
+    assert "outside the allowed folders" in next(iter(answers.values()))
+
+
+def test_roots_come_from_the_settings_when_no_root_is_given(scene: Path, tmp_path: Path) -> None:
+    settings = resolve_settings(
+        overrides={
+            "access.image_roots": [str(scene.parent)],
+            "perception.max_image_side": 128,
+            "perception.granularity": "object",
+            "cache.dir": str(tmp_path / "cache"),
+        }
+    )
+    tool = build_server(settings=settings)
+    result = call_tool(tool, "segment", {"image_path": "missing.png", "query": "the red shape"})
+    assert result.is_error and "no image at missing.png" in result.content[0].text
+
+
+def test_a_busy_port_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from dtwin_agent.cli import app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["mcp", "--http", "--port", str(port), "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}"), lines
+    assert "--port" in lines[0]
+
+
+def test_the_module_entry_point_keeps_the_exit_codes(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    env = {**os.environ, "DTWIN_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "dtwin_agent.integrations.mcp_server", "--http"]
+    bad = subprocess.run([*command, "--port", "99999"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "1..65535" in bad.stderr
+    usage = subprocess.run([*command, "--port", "x"], capture_output=True, text=True, env=env, timeout=120)
+    assert usage.returncode == 2 and usage.stderr.strip().count("\n") == 0, usage.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        taken = subprocess.run(
+            [*command, "--port", port], capture_output=True, text=True, env=env, timeout=120
+        )
+    assert taken.returncode == 1, taken.stderr
+    lines = taken.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot listen on") and not any("Traceback" in x for x in lines)
+
+
+@pytest.mark.slow
+def test_the_http_server_serves_the_tools(scene: Path, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DTWIN_CACHE_DIR": str(tmp_path / "cache"),
+        "DTWIN_PERCEPTION__MAX_IMAGE_SIDE": "128",
+        "DTWIN_PERCEPTION__PROPOSER": "offline",
+        "DTWIN_PERCEPTION__GRANULARITY": "object",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dtwin_agent.integrations.mcp_server", "--http", "--port", str(port)]
+        + ["--root", str(scene.parent)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert "MCP server on http://127.0.0.1" in server.stderr.readline()
+
+        async def main() -> None:
+            for _ in range(100):
+                try:
+                    async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                        described = await client.call_tool("describe_twin", {"image_path": "scene.png"})
+                        assert not described.is_error, described.content
+                        assert len(described.structured_content["objects"]) >= 3
+                        return
+                except OSError:
+                    await asyncio.sleep(0.2)
+            raise AssertionError("the HTTP server never answered")
+
+        asyncio.run(asyncio.wait_for(main(), timeout=120))
+    finally:
+        server.terminate()
+        server.wait(30)

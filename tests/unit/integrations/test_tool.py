@@ -144,7 +144,7 @@ def test_tool_returns_content_and_artifact_with_fake_backend(scene: Path, tmp_pa
         ("too_large", "over the"),
         ("missing", "no image at"),
         ("directory", "not a file"),
-        ("empty_path", "image_path is empty"),
+        ("empty_path", "image path is empty"),
     ],
 )
 def test_tool_refuses_bad_paths_with_a_hint(name: str, hint: str, scene: Path, tmp_path: Path) -> None:

@@ -1,7 +1,17 @@
 """Images in, safely: paths, PIL images or arrays become one RGB uint8 array.
 
-EXIF orientation is applied; modes L, LA, P, RGBA, CMYK, I;16, I, F and 1 are converted to RGB
-(transparent pixels composited over white). Anything unreadable raises :class:`ImageError`.
+EXIF orientation is applied; modes L, LA, P, RGBA, CMYK, I;16 (B/L/N), I, F and 1 are converted to
+RGB (transparent pixels composited over white). Anything unreadable raises :class:`ImageError`.
+
+High bit depths are scaled by the range the image actually uses (:func:`to_8bit`): a 12-bit scan
+stored in 16 bits (values up to ~4000) fills 0..255 instead of becoming grey levels 1..15. That
+holds for 16-bit greyscale PNG/TIFF (PIL's ``I;16*`` modes), 32-bit ``I`` and ``F``, uint16 arrays,
+and 16-bit RGB(A) PNG, TIFF and PPM files (PIL keeps only their high byte; they are read with
+OpenCV at full depth). Alpha keeps its full 16-bit scale.
+
+Size policy: PIL refuses images over twice ``Image.MAX_IMAGE_PIXELS`` (about 179 Mpx) as possible
+decompression bombs; those are refused here with an :class:`ImageError` saying so, and images up to
+that size are read without PIL's ``DecompressionBombWarning`` reaching stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,14 +59,28 @@ def pixel_hash(rgb: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """uint8 of high-bit-depth values, scaled by the largest value the image actually uses.
+
+    Values already within 0..255 are kept as they are (an 8-bit image in a wider container); larger
+    ones are scaled so the maximum becomes 255 (as a 12-bit image in 16 bits should look); negative
+    values (modes ``I``, ``F``) become 0.
+
+    Args:
+        values: any numeric array (``H x W`` or ``H x W x C``, all channels scaled together).
+
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    if top > 255.0:
+        arr = arr * (255.0 / top)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode != "I" or arr.max() > 255:
-            arr = arr / hi * 255.0
-        gray = np.clip(arr, 0, 255).astype(np.uint8)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = to_8bit(np.asarray(img))
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "P":
         img = img.convert("RGBA")
@@ -68,8 +93,10 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def _from_array(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint16:
+        arr = _colour_and_alpha_to_8bit(arr)
     if arr.dtype != np.uint8:
-        raise ImageError(f"image array must be uint8, got dtype {arr.dtype}")
+        raise ImageError(f"image array must be uint8 (or uint16), got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
@@ -88,7 +115,51 @@ def _check_path_text(image: str | os.PathLike) -> None:
         raise ImageError(f"image path {text!r} holds a NUL byte; pass the path of an image file")
 
 
+def _colour_and_alpha_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint16 ``H x W`` or ``H x W x 3/4`` -> uint8: colour by :func:`to_8bit`, alpha by 1/257."""
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        colour = to_8bit(arr[:, :, :-1])
+        alpha = np.rint(arr[:, :, -1:] / 257.0).astype(np.uint8)
+        return np.concatenate([colour, alpha], axis=2)
+    return to_8bit(arr)
+
+
+def _is_16bit_colour(img: Image.Image) -> bool:
+    """True for a file PIL reads as 8-bit colour but stores 16 bits per sample (PNG, TIFF, PPM)."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    for tile in getattr(img, "tile", None) or []:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+        if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and args[1] > 255:
+            return True  # PPM/PGM: (rawmode, maxval)
+    return False
+
+
+def _read_16bit_colour(path: Path, img: Image.Image) -> Image.Image:
+    """The file read at full depth with OpenCV, scaled to 8 bits, as a PIL image keeping the EXIF."""
+    import cv2
+
+    quiet = cv2.utils.logging.LOG_LEVEL_ERROR  # libtiff's notes on extra samples are not for stderr
+    before = cv2.utils.logging.setLogLevel(quiet)
+    try:
+        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(before)
+    if data is None or data.dtype != np.uint16 or data.ndim != 3 or data.shape[2] not in (3, 4):
+        return img  # not what was expected: PIL's 8-bit reading stands
+    order = [2, 1, 0, 3][: data.shape[2]]  # OpenCV's BGR(A) -> RGB(A)
+    wide = Image.fromarray(_colour_and_alpha_to_8bit(data[:, :, order]))
+    exif = img.getexif()
+    if exif:
+        wide.info["exif"] = exif.tobytes()
+    return wide
+
+
 def _open_path(path: Path) -> Image.Image:
+    """Open and decode a file; 16-bit colour files are re-read at full depth (module docstring)."""
     if not path.exists():
         raise ImageError(f"image not found: {path}")
     if path.is_dir():
@@ -96,15 +167,23 @@ def _open_path(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageError(f"image file is empty (0 bytes): {path}")
     try:
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            # up to the limit below, large images are this project's policy, not a warning for stderr
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            wide = _is_16bit_colour(img)  # before load(), which clears the tile list
+            img.load()
     except UnidentifiedImageError as exc:
         raise ImageError(f"not an image file (format not recognised): {path}") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image is too large to decode safely: {path} ({exc})") from exc
+        limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageError(
+            f"image is too large: {path} has more than {limit:,} pixels ({limit / 1e6:.0f} Mpx), the most "
+            "decoded safely (a possible decompression bomb); downscale it first"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"image file is unreadable or truncated: {path} ({exc})") from exc
-    return img
+    return _read_16bit_colour(path, img) if wide else img
 
 
 _DECODED: OrderedDict[tuple[str, int, int], LoadedImage] = OrderedDict()

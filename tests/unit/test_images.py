@@ -136,3 +136,123 @@ def test_a_nul_byte_in_the_config_path_is_a_config_error():
 
     with pytest.raises(ConfigError, match="is not usable"):
         resolve_settings(config_file="dtwin\x00.toml")
+
+
+# ---------------------------------------------------------------- high bit depths (issue 11 item 10)
+
+LEVELS_12BIT = (0, 1000, 2000, 4000)  # a 12-bit image in a 16-bit container: the top is 4000, not 65535
+
+
+def stripes(levels=LEVELS_12BIT, width=16, height=8) -> np.ndarray:
+    """Vertical stripes, one per level (uint16)."""
+    return np.repeat(np.array(levels, np.uint16), width // len(levels))[None, :].repeat(height, axis=0)
+
+
+def expected_8bit(levels=LEVELS_12BIT) -> list[int]:
+    return [round(v * 255 / max(levels)) for v in levels]
+
+
+def write_grey16(tmp_path, kind: str):
+    import cv2
+
+    grey = stripes()
+    path = tmp_path / f"grey-{kind.replace(';', '_')}.{'tif' if kind == 'tiff' else 'png'}"
+    if kind in ("png", "tiff"):
+        cv2.imwrite(str(path), grey)  # PIL opens these as I;16
+        return path
+    order = {"I;16B": ">u2", "I;16L": "<u2", "I;16N": "=u2", "I;16": "<u2"}[kind]
+    return Image.frombytes(kind, grey.shape[::-1], grey.astype(order).tobytes())  # in memory
+
+
+@pytest.mark.parametrize("kind", ["png", "tiff", "I;16", "I;16B", "I;16L", "I;16N"])
+def test_16_bit_grey_is_scaled_by_the_range_it_uses(tmp_path, kind):
+    image = write_grey16(tmp_path, kind)
+    if isinstance(image, Image.Image):
+        assert image.mode == kind
+    else:
+        assert Image.open(image).mode.startswith("I;16")
+    rgb = load_image(image).rgb
+    assert rgb.dtype == np.uint8
+    assert [int(v) for v in rgb[0, ::4, 0]] == expected_8bit()  # not 0, 4, 8, 16 (a 65535 scale)
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "alpha"),
+    [("png", False), ("png", True), ("tif", False), ("tif", True), ("ppm", False)],
+    ids=["png-rgb", "png-rgba", "tiff-rgb", "tiff-rgba", "ppm-rgb"],
+)
+def test_16_bit_colour_files_keep_their_depth(tmp_path, fmt, alpha):
+    import cv2
+    red, green, blue = stripes(), stripes()[:, ::-1], np.full((8, 16), 2000, np.uint16)
+    channels = [blue, green, red] + ([np.full((8, 16), 65535, np.uint16)] if alpha else [])
+    path = tmp_path / f"colour16.{fmt}"
+    assert cv2.imwrite(str(path), np.dstack(channels))  # OpenCV writes BGR(A)
+    assert Image.open(path).mode in ("RGB", "RGBA")  # PIL alone would keep only the high byte
+    rgb = load_image(path).rgb
+    assert [int(v) for v in rgb[0, ::4, 0]] == expected_8bit()
+    assert [int(v) for v in rgb[0, ::4, 1]] == expected_8bit()[::-1]
+    assert int(rgb[0, 0, 2]) == round(2000 * 255 / 4000)
+
+
+def test_16_bit_arrays_are_scaled_like_files():
+    rgb = load_image(np.dstack([stripes()] * 3)).rgb
+    assert [int(v) for v in rgb[0, ::4, 0]] == expected_8bit()
+    assert [int(v) for v in load_image(stripes()).rgb[0, ::4, 1]] == expected_8bit()
+
+
+def test_mode_i_and_8_bit_content_are_unchanged(tmp_path):
+    i_image = Image.fromarray(stripes().astype(np.int32), mode="I")
+    assert [int(v) for v in load_image(i_image).rgb[0, ::4, 0]] == expected_8bit()
+    low = stripes(levels=(0, 10, 100, 200))  # 8-bit values in a 16-bit container: kept as they are
+    assert [int(v) for v in load_image(low).rgb[0, ::4, 0]] == [0, 10, 100, 200]
+
+
+def test_the_offline_proposer_finds_every_object_of_a_12_bit_png(tmp_path):
+    import cv2
+
+    from dtwin_agent import masks as mask_ops
+    from dtwin_agent.config import Settings
+    from dtwin_agent.perception.offline import OfflineProposer
+
+    grey = np.full((128, 128), 300, np.uint16)
+    boxes = {1200: (8, 40, 40, 88), 2600: (52, 40, 76, 88), 4000: (88, 40, 120, 88)}
+    truths = []
+    for level, (x0, y0, x1, y1) in boxes.items():
+        grey[y0:y1, x0:x1] = level
+        truth = np.zeros_like(grey, dtype=bool)
+        truth[y0:y1, x0:x1] = True
+        truths.append(truth)
+    path = tmp_path / "scan12.png"
+    cv2.imwrite(str(path), grey)
+    assert Image.open(path).mode == "I;16" and grey.max() == 4000
+    rgb = load_image(path).rgb
+    proposals = OfflineProposer(Settings()).propose(rgb, "object")
+    for index, truth in enumerate(truths):
+        best = max(mask_ops.iou(truth, p.mask) for p in proposals)
+        assert best >= 0.9, f"box {index}: best IoU {best:.3f}"
+
+
+# ---------------------------------------------------------------- size policy (issue 11 item 11)
+
+
+def test_large_images_under_the_limit_give_no_pil_warning(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above 1000 px, refuses above 2000
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)  # 1600 px: PIL would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(path).width == 40
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_images_over_the_limit_are_refused_with_the_projects_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(path)  # 2500 px: over twice the limit
+    refused = r"has more than 2,000 pixels \(0 Mpx\), the most decoded safely"
+    with pytest.raises(ImageError, match=refused) as raised:
+        load_image(path)
+    assert "could be decompression bomb DOS attack" not in str(raised.value)

@@ -36,9 +36,11 @@ from dtwin_agent.evaluation.runner import load_callable
 def _png_mask(path: Path) -> np.ndarray:
     from PIL import Image
 
+    from dtwin_agent.images import large_images_allowed
+
     if not path.is_file():
         raise InputError(f"mask not found: {path}")
-    with Image.open(path) as img:
+    with large_images_allowed(), Image.open(path) as img:
         return np.asarray(img.convert("L")) > 0
 
 

@@ -166,8 +166,10 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image as OpenCV decodes it (EXIF orientation applied), header only."""
     from PIL import Image
 
+    from dtwin_agent.images import large_images_allowed
+
     try:
-        with Image.open(path) as img:
+        with large_images_allowed(), Image.open(path) as img:
             width, height = img.size
             orientation = img.getexif().get(0x0112, 1)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file

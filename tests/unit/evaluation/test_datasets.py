@@ -256,3 +256,19 @@ def test_names_splits_and_sample_construction(tmp_path):
     assert calls == [] and lazy.gt_mask.all() and lazy.ignore_mask.dtype == bool and calls == [1]
     _ = lazy.gt_mask
     assert calls == [1]
+
+
+def test_image_sizes_of_large_images_give_no_pil_warning(tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image
+
+    from dtwin_agent.evaluation.datasets import _image_size
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(path)  # 1200 px: over PIL's (patched) warning limit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _image_size(path) == (30, 40)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -338,10 +339,15 @@ def image_file(image: ImageLike, folder: str | Path) -> str:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{loaded.sha256}.png"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.png")
-        Image.fromarray(loaded.rgb).save(tmp)
-        tmp.replace(path)
+    if not path.exists():  # a temporary name of its own: concurrent writers never share a half file
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                Image.fromarray(loaded.rgb).save(fh, format="PNG")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return str(path)
 
 

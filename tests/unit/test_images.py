@@ -256,3 +256,20 @@ def test_images_over_the_limit_are_refused_with_the_projects_message(tmp_path, m
     with pytest.raises(ImageError, match=refused) as raised:
         load_image(path)
     assert "could be decompression bomb DOS attack" not in str(raised.value)
+
+
+def test_in_memory_images_written_by_many_threads_at_once_are_whole(tmp_path):
+    import threading
+
+    from dtwin_agent.images import image_file
+
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(image_file(rgb, tmp_path))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(set(paths)) == 1
+    assert np.array_equal(np.asarray(Image.open(paths[0])), rgb)
+    assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]  # no temporary file left

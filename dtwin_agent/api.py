@@ -10,7 +10,7 @@ the LangChain tool, chat sessions (each turn) and the MCP server all get their r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,8 @@ from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.state import check_query
 from dtwin_agent.images import ImageLike, image_file
+from dtwin_agent.progress import ProgressCallback, stream_graph
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
-
-ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
 class ChosenObject(BaseModel):
@@ -157,23 +156,16 @@ def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
 
 
 def _run_graph(
-    inputs: dict[str, Any], context: Context, *, reasoning: bool, on_progress: ProgressFn | None = None
+    inputs: dict[str, Any], context: Context, *, reasoning: bool, on_progress: ProgressCallback | None = None
 ) -> dict[str, Any]:
-    """Run the graph, calling ``on_progress(node, update)`` after each node; returns the final state."""
-    graph = build_graph(reasoning=reasoning).compile()
-    final: dict[str, Any] = {}
-    for mode, chunk in graph.stream(
+    """Run the graph, passing its progress events to ``on_progress``; returns the final state."""
+    return stream_graph(
+        build_graph(reasoning=reasoning).compile(),
         inputs,
+        on_progress=on_progress,
         context=context,
-        stream_mode=["updates", "values"],
         config={"recursion_limit": recursion_limit(context.settings)},
-    ):
-        if mode == "values":
-            final = chunk
-        elif on_progress is not None:
-            for node, update in chunk.items():
-                on_progress(node, update or {})
-    return final
+    )
 
 
 def _inputs(image: ImageLike, query: str, settings: Settings) -> dict[str, Any]:
@@ -187,13 +179,15 @@ def build_twin(
     settings: Settings | Mapping[str, Any] | None = None,
     proposer: Any = None,
     cache: Any = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> DigitalTwin:
     """Build the digital twin D of an image (paper 3.1-3.2); the query guides granularity and labels.
 
     ``proposer`` (an already-built mask proposer) and ``cache`` (a :class:`~dtwin_agent.cache.SqliteCache`;
-    default: the one ``settings.cache`` names) are injectable; ``on_progress(node, update)`` is
-    called after each node.
+    default: the one ``settings.cache`` names) are injectable; ``on_progress`` is called with every
+    :class:`~dtwin_agent.progress.ProgressEvent` (stage starts and ends, proposal batches, labels,
+    refinement steps, local LLM tokens): pass a :class:`~dtwin_agent.outputs.progress.ProgressDisplay`
+    to show them.
 
     Raises:
         InputError: for an unreadable image or an over-long query.
@@ -213,7 +207,7 @@ def segment(
     settings: Settings | Mapping[str, Any] | None = None,
     proposer: Any = None,
     cache: Any = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> SegmentationResult:
     """Reasoning segmentation: build the twin, let the reasoner refine it, union the chosen masks.
 

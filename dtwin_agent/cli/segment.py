@@ -27,26 +27,7 @@ from dtwin_agent.cli._common import (
     out,
     settings_from_cli,
 )
-
-
-class _Progress:
-    """Shows which node is running, on stderr."""
-
-    def __init__(self, status: Any):
-        self.status = status
-
-    def __call__(self, node: str, update: dict[str, Any]) -> None:
-        detail = ""
-        if node == "select_granularity" and "granularity" in update:
-            detail = f": {update['granularity']}"
-        elif node == "propose_masks":
-            detail = f": {len(update.get('proposals', []))} masks"
-        elif node == "lookup_twin" and update.get("twin_from_cache"):
-            detail = ": twin reused from the cache"
-        elif node == "refine" and update.get("steps"):
-            last = update["steps"][-1]
-            detail = f" step {last.step}: kept {last.ids}"
-        err.print(f"[green]done[/] {node}{detail}", highlight=False)
+from dtwin_agent.outputs.progress import ProgressDisplay
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
@@ -100,8 +81,8 @@ def twin(
         device=device,
     )
     rgb = load_image(image).rgb
-    with err.status("building the twin..."):
-        result = build_twin(image, query, settings=settings, on_progress=_Progress(None))
+    with ProgressDisplay(err) as show:
+        result = build_twin(image, query, settings=settings, on_progress=show)
     paths = write_twin_outputs(out_dir, result, rgb)
     out.print(f"{len(result.objects)} objects ({result.granularity} level)")
     for name, path in paths.items():
@@ -152,8 +133,8 @@ def segment(
         strategy=strategy,
     )
     rgb = load_image(image).rgb
-    with err.status("segmenting..."):
-        result = run_segment(image, query, settings=settings, on_progress=_Progress(None))
+    with ProgressDisplay(err) as show:
+        result = run_segment(image, query, settings=settings, on_progress=show)
     paths = write_segment_outputs(out_dir, result, rgb)
     for warning in result.warnings:
         err.print(f"[yellow]warning[/] {warning}", highlight=False)

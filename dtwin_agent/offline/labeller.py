@@ -9,7 +9,7 @@ object recognition at all. A VLM (paper Eq. 4) is what real use wants.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,8 @@ PREFIX = "offline labeller (no object recognition):"
 CLASSIFIER_PREFIX = "offline labeller (ImageNet classifier {name}, not a VLM):"
 
 # hue ranges in OpenCV units (0-180)
+_BATCH = 16  # masks classified per forward pass (and per progress report)
+
 _HUES = [
     (8, "red"),
     (22, "orange"),
@@ -130,6 +132,7 @@ def describe_all(
     classifier: str | None = "auto",
     settings: Any = None,
     top_k: int = 3,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """S_i for many masks, with the local classifier's labels when it is available.
 
@@ -141,13 +144,14 @@ def describe_all(
             ``None`` / ``"none"`` for colour, shape and position words only.
         settings: read for the model store folder.
         top_k: labels per mask.
+        on_progress: called with ``(masks labelled, masks)`` after every batch of masks.
 
     Raises:
         ConfigError: a named classifier is not fetched or its package is missing.
 
     """
     name = None if classifier in (None, "none") else classifier
-    labels: list[Any] = [None] * len(masks)
+    model = None
     if name is not None:
         from dtwin_agent.offline import classifier as clf
         from dtwin_agent.weights import store
@@ -156,8 +160,16 @@ def describe_all(
             name = clf.DEFAULT if clf.available(clf.DEFAULT, settings) else None
         if name is not None:
             model = clf.cached(name, str(store.models_dir(settings)))
-            nonempty = [i for i, m in enumerate(masks) if np.asarray(m).any()]
-            found = model.classify_masks(rgb, [np.asarray(masks[i], dtype=bool) for i in nonempty], k=top_k)
+    texts: list[str] = []
+    for start in range(0, len(masks), _BATCH):
+        batch = [np.asarray(m, dtype=bool) for m in masks[start : start + _BATCH]]
+        labels: list[Any] = [None] * len(batch)
+        if model is not None:
+            nonempty = [i for i, m in enumerate(batch) if m.any()]
+            found = model.classify_masks(rgb, [batch[i] for i in nonempty], k=top_k)
             for i, top in zip(nonempty, found, strict=True):
                 labels[i] = top
-    return [describe(rgb, m, labels[i], name or "") for i, m in enumerate(masks)]
+        texts += [describe(rgb, m, labels[i], name or "") for i, m in enumerate(batch)]
+        if on_progress is not None:
+            on_progress(len(texts), len(masks))
+    return texts

@@ -6,7 +6,9 @@ to the original size before they are encoded, so every RLE is at the original im
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from dtwin_agent.images import downscale
 from dtwin_agent.llm.usage import Usage
 from dtwin_agent.perception import get_proposer
 from dtwin_agent.perception.base import Proposal
+from dtwin_agent.progress import reporter
 
 
 def proposals_to_records(
@@ -53,6 +56,23 @@ def proposals_to_records(
     return records
 
 
+def run_proposer(
+    proposer: Any, image: np.ndarray, granularity: str, on_progress: Callable[[int, int | None], None]
+) -> list[Proposal]:
+    """``proposer.propose(image, granularity, on_progress=...)``; proposers without that keyword get none.
+
+    ``on_progress(done, total)`` is the proposer protocol's optional progress callback (SAM: prompts
+    decoded after each decoder batch); proposers written before it still work.
+    """
+    try:
+        params = inspect.signature(proposer.propose).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C extension: no signature to read
+        params = []
+    if any(p.name == "on_progress" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return proposer.propose(image, granularity, on_progress=on_progress)
+    return proposer.propose(image, granularity)
+
+
 def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     """Run the configured proposer at the chosen granularity and store the masks as RLEs."""
     context = context_of(runtime)
@@ -61,7 +81,12 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
     proposer = context.proposer or get_proposer(settings)
     image = image_of(state)
     small, _ = downscale(image.rgb, settings.perception.max_image_side)
-    proposals = proposer.propose(np.ascontiguousarray(small), state.get("granularity", "object"))
+    proposals = run_proposer(
+        proposer,
+        np.ascontiguousarray(small),
+        state.get("granularity", "object"),
+        reporter("propose_masks", "prompts"),
+    )
     records = proposals_to_records(
         proposals,
         (image.height, image.width),

@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes._common import settings_of
 from dtwin_agent.llm.usage import Usage
+from dtwin_agent.progress import emit
 from dtwin_agent.reasoning import get_reasoner
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
@@ -38,6 +39,8 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     if not previous.ids:
         return {"steps": steps, "stop_reason": "empty"}
     mode = settings.reasoning.mode
+    if mode == "refine":
+        emit("refine", done=previous.step + 1, total=settings.reasoning.max_refine_steps, unit="steps")
     reasoner = get_reasoner(settings)
     usage = Usage()
     if mode == "single_shot":

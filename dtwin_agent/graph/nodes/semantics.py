@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables.config import ContextThreadPoolExecutor
 from langgraph.runtime import Runtime
 
 from dtwin_agent import masks as mask_ops
@@ -32,6 +32,7 @@ from dtwin_agent.llm.schemas import SemanticBatch
 from dtwin_agent.llm.usage import Usage
 from dtwin_agent.llm.views import image_block, masked_crop, outlined
 from dtwin_agent.offline import labeller
+from dtwin_agent.progress import reporter
 from dtwin_agent.twin import RLE
 
 
@@ -108,6 +109,7 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
             [mask_ops.resize_mask(m, shape) for _, m in decoded],
             classifier=settings.semantics.classifier,
             settings=settings,
+            on_progress=reporter("assign_semantics", "masks labelled"),
         )
         semantics = {str(i): text for (i, _), text in zip(decoded, texts, strict=True)}
         usage = Usage().add("semantics", calls=len(decoded), seconds=time.perf_counter() - started)
@@ -150,7 +152,10 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
         )
         return ids, result
 
-    with ThreadPoolExecutor(max_workers=settings.semantics.concurrency) as pool:
+    progress = reporter("assign_semantics", "masks labelled")
+    progress(len(semantics), len(decoded))  # cache hits are done already
+    # LangChain's pool copies the run's context into its threads (callbacks, the progress stream)
+    with ContextThreadPoolExecutor(max_workers=settings.semantics.concurrency) as pool:
         for ids, result in pool.map(run, batches):
             labels = result.parsed.objects if result.parsed is not None else []
             got = {label.id: label.semantic for label in labels if label.semantic.strip()}
@@ -162,6 +167,7 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
                 else:
                     semantics[str(object_id)] = "unlabelled region"
                     warnings.append(f"assign_semantics: no usable label for object {object_id}")
+            progress(len(semantics), len(decoded))
     update = {"semantics": semantics, "usage": usage.model_dump(), "components": {"semantics": f"vlm {name}"}}
     if warnings:
         update["warnings"] = warnings

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from dtwin_agent.cli._common import (
 )
 from dtwin_agent.cli._common import err as _err
 from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.outputs.progress import ProgressDisplay
 
 logger = logging.getLogger(__name__)
 _out = Console(highlight=False)
@@ -49,7 +51,12 @@ def _lines(stream: Any) -> Iterable[str]:
         yield line.strip()
 
 
-def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> None:
+def chat_loop(
+    chat: Any,
+    lines: Iterable[str],
+    say: Callable[[str], None],
+    progress: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> None:
     """Read requests and commands until ``/quit`` or the end of input.
 
     A failed turn (bad request, provider failure, busy session, even a bug) is reported as one
@@ -60,6 +67,8 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
         chat: a :class:`~dtwin_agent.integrations.chat.ChatSession`.
         lines: the user's lines.
         say: prints one reply.
+        progress: makes the progress display of one turn (a context manager giving the
+            ``on_progress`` callback, e.g. :class:`~dtwin_agent.outputs.progress.ProgressDisplay`).
 
     """
     for line in lines:
@@ -91,7 +100,8 @@ def chat_loop(chat: Any, lines: Iterable[str], say: Callable[[str], None]) -> No
             elif command.startswith("/"):
                 say(f"unknown command {command}; {HELP}")
             else:
-                turn = chat.ask(line)
+                with progress() as show:
+                    turn = chat.ask(line, on_progress=show)
                 say(f"dtwin> {turn['answer']}")
                 say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")
         except InputError as exc:
@@ -138,4 +148,4 @@ def chat(
             _err.print("the last turn was interrupted before it finished; ask it again", highlight=False)
         _err.print(HELP, highlight=False)
         say = lambda text: _out.print(text, markup=False, soft_wrap=True)  # noqa: E731
-        chat_loop(session_obj, _lines(sys.stdin), say)
+        chat_loop(session_obj, _lines(sys.stdin), say, progress=lambda: ProgressDisplay(_err))

@@ -55,6 +55,7 @@ from dtwin_agent.integrations.session_store import (
     turn_lock,
 )
 from dtwin_agent.llm.usage import merge_usage
+from dtwin_agent.progress import ProgressCallback, stream_graph
 from dtwin_agent.twin import RLE, DigitalTwin, ReasoningStep
 
 MAX_DIALOGUE_TURNS = 6
@@ -395,11 +396,16 @@ class ChatSession:
 
     # -- actions
 
-    def ask(self, query: str) -> dict[str, Any]:
+    def ask(self, query: str, *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Run one turn and return its record (see :func:`record_turn`).
 
         Waits (up to ``busy_timeout_s``) while another turn of this session runs, in this process
         or another.
+
+        Args:
+            query: the request.
+            on_progress: called with every :class:`~dtwin_agent.progress.ProgressEvent` of the turn
+                (stage starts and ends, proposal batches, labels, refinement steps, local LLM tokens).
 
         Raises:
             InputError: an empty or over-long request, or the session's twin is of another image.
@@ -410,8 +416,13 @@ class ChatSession:
         query = check_query(query, self.settings, required=True)
         with turn_lock(self._lock, self.session_id, self.busy_timeout_s):
             self._check_image()  # another process may have started the session meanwhile
-            state = self.graph.invoke(
-                {"image": self.image, "query": query}, self.config, context=self.context, durability="sync"
+            state = stream_graph(
+                self.graph,
+                {"image": self.image, "query": query},
+                on_progress=on_progress,
+                config=self.config,
+                context=self.context,
+                durability="sync",
             )
         return state["turns"][-1]
 

@@ -107,6 +107,23 @@ def test_three_turns_share_one_twin_and_write_files(scene: Path, tmp_path: Path)
         assert messages[-1].content.startswith("Chose 1 object(s): #")
 
 
+def test_each_turn_reports_progress(scene: Path, tmp_path: Path) -> None:
+    from dtwin_agent.progress import ProgressEvent
+
+    with ChatSession(scene, session_id="p1", settings=settings(tmp_path), proposer=ColourProposer()) as chat:
+        first: list[ProgressEvent] = []
+        chat.ask("the red shape", on_progress=first.append)
+        second: list[ProgressEvent] = []
+        chat.ask("the blue shape", on_progress=second.append)
+    ended = [e.stage for e in first if e.kind == "end"]
+    for stage in ("start_turn", "load_image", "propose_masks", "assign_semantics", "build_twin", "refine"):
+        assert stage in ended, ended
+    assert ended[-1] == "record_turn" and any(e.unit == "masks labelled" for e in first)
+    later = [e.stage for e in second if e.kind == "end"]
+    assert "build_twin" not in later and "propose_masks" not in later  # the twin is reused
+    assert later[0] == "start_turn" and "refine" in later and later[-1] == "record_turn"
+
+
 def test_reasoner_sees_the_dialogue_and_previous_answer(scene: Path, tmp_path: Path) -> None:
     PROMPTS.clear()
     config = settings(tmp_path, **{"models.llm": recording_llm()})

@@ -120,11 +120,16 @@ class SegmentationResult(BaseModel):
         return not self.ids
 
     def answer(self) -> str:
-        """One line for a person or a calling model: the chosen objects and why, or why none."""
+        """One line for a calling model: the chosen objects and why (in full), or why none."""
         from dtwin_agent.outputs.answer import answer_text
 
-        objects = {str(o.id): {"semantic": o.semantic, "reasoning": o.reasoning} for o in self.chosen}
-        return answer_text(self.ids, objects, self.message)
+        return answer_text(self.ids, [o.model_dump() for o in self.chosen], self.message)
+
+    def answer_lines(self, width: int = 100) -> list[str]:
+        """What was chosen and why for a person: one or two lines, shortened at a word boundary."""
+        from dtwin_agent.outputs.answer import answer_lines
+
+        return answer_lines(self.ids, [o.model_dump() for o in self.chosen], self.message, width)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-serialisable (what ``result.json`` holds)."""

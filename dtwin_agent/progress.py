@@ -263,13 +263,14 @@ def stream_graph(
         The final state (the root graph's last ``values``).
     """
     final: dict[str, Any] = {}
+    root = None  # the root graph's namespace depth: () alone, deeper when run inside another graph's node
     modes: Sequence[str] = ("values", "tasks", "custom") if on_progress is not None else ("values",)
     events = GraphEvents()
     items: Iterator[Any] = graph.stream(inputs, stream_mode=list(modes), subgraphs=True, **kwargs)
     for namespace, mode, chunk in items:
         if mode == "values":
-            if not namespace:
-                final = chunk
+            if root is None or len(namespace) <= root:
+                root, final = len(namespace), chunk
             continue
         event = events(mode, chunk)
         if event is not None and on_progress is not None:

@@ -6,6 +6,8 @@ included: :class:`~dtwin_agent.cli._common.OneLineGroup`); 1 anything else.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from dtwin_agent.cli._common import OneLineGroup
@@ -24,7 +26,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain Click help: no "<bool>" type column, readable in logs
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dtwin_agent import __version__
+
+        typer.echo(f"dtwin-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Reasoning segmentation with digital twin representations (DTwinSeger)."""
+
+
 app.command("twin")(twin)
 app.command("segment")(segment)
 app.command("chat")(chat)

@@ -1,4 +1,6 @@
-"""What every ``dtwin`` command shares: consoles, one-line errors and exit codes, options, settings.
+"""What every ``dtwin`` command shares: consoles, one-line errors and exit codes, engine options.
+
+The pipeline's model and perception options are in :mod:`dtwin_agent.cli.options`.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback); 1 anything else;
 130 interrupted. :class:`OneLineGroup` makes Click's usage errors one line too, for every command,
@@ -12,31 +14,17 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: logs get whole paths, never cut mid-path
+out = Console(soft_wrap=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="dtwin.toml file (default: ./dtwin.toml)")]
-VlmOpt = Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")]
-LlmOpt = Annotated[
-    str | None, typer.Option("--llm", help="LLM 'provider:model', 'offline' or 'offline:lexical'")
-]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")]
-ProposerOpt = Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")]
-CheckpointOpt = Annotated[str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint file")]
-ModelTypeOpt = Annotated[str | None, typer.Option("--sam-model-type", help="vit_h | vit_l | vit_b | vit_t")]
-PointsOpt = Annotated[int | None, typer.Option("--points-per-side", help="SAM grid size")]
-GranularityOpt = Annotated[str | None, typer.Option("--granularity", help="auto | group | object | part")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")]
 EngineOpt = Annotated[
     str,
     typer.Option("--engine", help="local (threads in this process) | ray (an actor pool; docs/scaling.md)"),
@@ -149,23 +137,3 @@ class OneLineGroup(TyperGroup):
             err.print("error: aborted", markup=False, highlight=False)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def settings_from_cli(config: Path | None, **flags: Any) -> Settings:
-    """Resolve settings with the CLI layer built from flags (``None`` flags are not set)."""
-    keys = {
-        "vlm": "models.vlm",
-        "llm": "models.llm",
-        "base_url": "models.llm_base_url",
-        "proposer": "perception.proposer",
-        "sam_checkpoint": "perception.sam_checkpoint",
-        "sam_model_type": "perception.sam_model_type",
-        "points_per_side": "perception.points_per_side",
-        "granularity": "perception.granularity",
-        "device": "perception.device",
-        "mode": "reasoning.mode",
-        "max_steps": "reasoning.max_refine_steps",
-        "strategy": "semantics.strategy",
-    }
-    cli = {keys[name]: value for name, value in flags.items() if value is not None}
-    return resolve_settings(config_file=config, cli=cli)

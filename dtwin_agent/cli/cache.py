@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from dtwin_agent.cli._common import ConfigOpt, handle_errors, out, settings_from_cli
+from dtwin_agent.cli._common import handle_errors, out
+from dtwin_agent.cli.options import ConfigOpt, settings_from_options
 
-cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="The twin and label cache.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @cache_app.command("info")
@@ -15,7 +16,7 @@ def cache_info(config: ConfigOpt = None) -> None:
     """Show where the cache is and what it holds."""
     from dtwin_agent.cache import open_cache
 
-    cache = open_cache(settings_from_cli(config), required=True)
+    cache = open_cache(settings_from_options(config), required=True)
     if cache is None:
         out.print("cache disabled (cache.enabled = false)")
         return
@@ -34,6 +35,6 @@ def cache_clear(config: ConfigOpt = None) -> None:
     """Delete every cached entry (a damaged cache file is moved aside and its copy deleted)."""
     from dtwin_agent.cache import open_cache
 
-    cache = open_cache(settings_from_cli(config), required=True)
+    cache = open_cache(settings_from_options(config), required=True)
     removed = cache.clear() if cache is not None else 0
     out.print(f"removed {removed} entries")

@@ -1,6 +1,7 @@
-"""``dtwin chat`` and ``dtwin mcp``: translate options into library calls, nothing more.
+"""``dtwin chat``: translate options into library calls, nothing more.
 
-Registered by :mod:`dtwin_agent.cli` as ``app.command("chat")(chat)`` and ``app.command("mcp")(mcp)``.
+Registered by :mod:`dtwin_agent.cli` as ``app.command("chat")(chat)``; the model and pipeline options
+are the shared :data:`~dtwin_agent.cli.options.PIPELINE_OPTIONS`.
 Exit codes: 0 success, 2 bad input (one line on stderr), 1 any other failure, 130 interrupted.
 """
 
@@ -16,22 +17,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from dtwin_agent.cli._common import (
-    BaseUrlOpt,
-    ConfigOpt,
-    GranularityOpt,
-    LlmOpt,
-    ProposerOpt,
-    VlmOpt,
-    handle_errors,
-    settings_from_cli,
-)
 from dtwin_agent.cli._common import err as _err
+from dtwin_agent.cli._common import handle_errors
+from dtwin_agent.cli.options import pipeline_options
+from dtwin_agent.config import Settings
 from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.outputs.answer import answer_lines
 from dtwin_agent.outputs.progress import ProgressDisplay
 
 logger = logging.getLogger(__name__)
-_out = Console(highlight=False)
+_out = Console(highlight=False, soft_wrap=True)
 
 HELP = "commands: /objects  /show ID  /undo  /quit  (anything else is a request)"
 
@@ -56,6 +51,7 @@ def chat_loop(
     lines: Iterable[str],
     say: Callable[[str], None],
     progress: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    width: int = 100,
 ) -> None:
     """Read requests and commands until ``/quit`` or the end of input.
 
@@ -69,6 +65,8 @@ def chat_loop(
         say: prints one reply.
         progress: makes the progress display of one turn (a context manager giving the
             ``on_progress`` callback, e.g. :class:`~dtwin_agent.outputs.progress.ProgressDisplay`).
+        width: the longest answer line (answers are shortened at a word boundary for display only;
+            the session keeps them whole).
 
     """
     for line in lines:
@@ -102,8 +100,9 @@ def chat_loop(
             else:
                 with progress() as show:
                     turn = chat.ask(line, on_progress=show)
-                say(f"dtwin> {turn['answer']}")
                 say(f"       mask: {turn['files']['mask']}  overlay: {turn['files']['overlay']}")
+                answer = answer_lines(turn["ids"], turn.get("objects", []), turn.get("message", ""), width)
+                say("dtwin> " + "\n       ".join(answer))
         except InputError as exc:
             say(f"error: {exc}")
         except DTwinError as exc:
@@ -114,38 +113,40 @@ def chat_loop(
 
 
 @handle_errors(interrupted="interrupted (completed turns are saved)")
+@pipeline_options
 def chat(
-    image: Annotated[Path, typer.Argument(help="image file")],
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="image file")],
     session: Annotated[
         str | None, typer.Option("--session", help="resume this session id (default: a new one)")
     ] = None,
-    config: ConfigOpt = None,
-    vlm: VlmOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    proposer: ProposerOpt = None,
-    granularity: GranularityOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
-    """Chat about IMAGE: each request is segmented; follow-ups refer to earlier answers.
+    """Chat about IMAGE: one segmentation per request.
 
-    Each turn writes mask.png, overlay.png and result.json under <cache dir>/sessions/<id>/turn-N.
-    Commands: /objects, /show ID, /undo, /quit. Resume later with --session ID.
+    Follow-ups refer to earlier answers. Each turn writes mask.png, overlay.png and result.json
+    under <cache dir>/sessions/<id>/turn-N. Commands: /objects, /show ID, /undo, /quit. Resume later
+    with --session ID.
     """
     from dtwin_agent.integrations.chat import ChatSession
 
-    settings = settings_from_cli(
-        config, vlm=vlm, llm=llm, base_url=base_url, proposer=proposer, granularity=granularity
-    )
     with ChatSession(image, session_id=session, settings=settings) as session_obj:
         done = len(session_obj.turns)
         _err.print(
             f"session {session_obj.session_id}"
             + (f" (resumed, {done} turn(s))" if done else " (new)")
             + f"; resume with: dtwin chat {image} --session {session_obj.session_id}",
+            markup=False,
             highlight=False,
         )
         if session_obj.interrupted:
             _err.print("the last turn was interrupted before it finished; ask it again", highlight=False)
         _err.print(HELP, highlight=False)
         say = lambda text: _out.print(text, markup=False, soft_wrap=True)  # noqa: E731
-        chat_loop(session_obj, _lines(sys.stdin), say, progress=lambda: ProgressDisplay(_err))
+        chat_loop(
+            session_obj,
+            _lines(sys.stdin),
+            say,
+            progress=lambda: ProgressDisplay(_err),
+            width=max(40, _out.width - 7),
+        )

@@ -15,23 +15,18 @@ import typer
 
 from dtwin_agent.cli._common import (
     AddressOpt,
-    BaseUrlOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
     EngineOpt,
-    LlmOpt,
-    ProposerOpt,
     RayCpusOpt,
-    VlmOpt,
     fail,
     handle_errors,
-    settings_from_cli,
 )
 from dtwin_agent.cli._common import out as _out
+from dtwin_agent.cli.options import pipeline_options
+from dtwin_agent.config import Settings
 
 
 @handle_errors(interrupted="interrupted; finished samples are saved, run the same command again to resume")
+@pipeline_options
 def eval_command(
     dataset: Annotated[
         str, typer.Option("--dataset", help="reasonseg | refcoco | refcoco+ | refcocog | llmseg40k")
@@ -74,30 +69,17 @@ def eval_command(
         bool, typer.Option("--all-queries", help="ReasonSeg: every text entry, not only the first")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
-    config: ConfigOpt = None,
-    vlm: VlmOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    proposer: ProposerOpt = None,
-    sam_checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot")] = None,
+    *,
+    settings: Settings,
 ) -> None:
-    """Evaluate on a benchmark: gIoU / cIoU table (paper Table 1 layout); rerun to resume."""
+    """Evaluate on a benchmark (gIoU / cIoU); rerun to resume.
+
+    Prints the table in the paper's Table 1 layout.
+    """
     from dtwin_agent.evaluation.runner import rich_table, run_eval
     from dtwin_agent.outputs.files import check_out_dir
 
     out_dir = check_out_dir(out_dir or Path("eval_out") / dataset.lower())
-    settings = settings_from_cli(
-        config,
-        vlm=vlm,
-        llm=llm,
-        base_url=base_url,
-        proposer=proposer,
-        sam_checkpoint=sam_checkpoint,
-        device=device,
-        mode=mode,
-    )
     options: dict[str, Any] = {}
     if split_by is not None:
         options["split_by"] = split_by

@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
-from dtwin_agent.cli._common import ConfigOpt, handle_errors, settings_from_cli
+from dtwin_agent.cli._common import handle_errors
+from dtwin_agent.cli.options import pipeline_options
+from dtwin_agent.config import Settings
 
 
 @handle_errors
+@pipeline_options
 def mcp(
     http: Annotated[
         bool, typer.Option("--http", help="streamable HTTP on 127.0.0.1 instead of stdio")
@@ -19,12 +22,17 @@ def mcp(
     root: Annotated[
         list[Path] | None, typer.Option("--root", help="allowed image folder (repeatable)")
     ] = None,
-    config: ConfigOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
-    """Serve the segment and describe_twin tools over MCP (stdio, or --http on 127.0.0.1 only)."""
+    """Serve the segment tools over MCP (stdio or HTTP).
+
+    The tools are segment and describe_twin; --http listens on 127.0.0.1 only. The model and
+    pipeline options apply to every call.
+    """
     from dtwin_agent.integrations.mcp_server import serve
 
     try:
-        serve(http=http, port=port, roots=root or None, settings=settings_from_cli(config))
+        serve(http=http, port=port, roots=root or None, settings=settings)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -21,6 +21,7 @@ from dtwin_agent.weights import store
 models_app = typer.Typer(
     help="The model store: named model files with pinned sha256 (default folder ~/.cache/dtwin/models).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 _err = Console(stderr=True)
 _out = Console()

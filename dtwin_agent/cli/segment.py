@@ -1,6 +1,7 @@
 """``dtwin twin`` and ``dtwin segment``: options in, library calls out, nothing more.
 
-They call :func:`~dtwin_agent.api.build_twin` and :func:`~dtwin_agent.api.segment`.
+They call :func:`~dtwin_agent.api.build_twin` and :func:`~dtwin_agent.api.segment`; their model,
+proposer and reasoning options are the shared :data:`~dtwin_agent.cli.options.PIPELINE_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dtwin_agent.cli._common import (
-    BaseUrlOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
-    GranularityOpt,
-    LlmOpt,
-    ModelTypeOpt,
-    PointsOpt,
-    ProposerOpt,
-    VlmOpt,
-    err,
-    handle_errors,
-    out,
-    settings_from_cli,
-)
+from dtwin_agent.cli._common import err, handle_errors, out
+from dtwin_agent.cli.options import pipeline_options
+from dtwin_agent.config import Settings
 from dtwin_agent.outputs.progress import ProgressDisplay
+
+ImageArg = Annotated[Path, typer.Argument(metavar="IMAGE", help="image file")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
@@ -48,19 +39,13 @@ def usage_table(usage: dict[str, Any]) -> Table:
 
 
 @handle_errors
+@pipeline_options
 def twin(
-    image: Annotated[Path, typer.Argument(help="image file")],
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out"),
+    image: ImageArg,
+    out_dir: OutOpt = Path("out"),
     query: Annotated[str | None, typer.Option("--query", help="optional query guiding granularity")] = None,
-    config: ConfigOpt = None,
-    vlm: VlmOpt = None,
-    llm: LlmOpt = None,
-    proposer: ProposerOpt = None,
-    sam_checkpoint: CheckpointOpt = None,
-    sam_model_type: ModelTypeOpt = None,
-    points_per_side: PointsOpt = None,
-    granularity: GranularityOpt = None,
-    device: DeviceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
     """Build the digital twin of IMAGE: writes OUT/twin.json and OUT/overlay.png."""
     from dtwin_agent.api import build_twin
@@ -69,69 +54,36 @@ def twin(
 
     check_out_dir(out_dir)
 
-    settings = settings_from_cli(
-        config,
-        vlm=vlm,
-        llm=llm,
-        proposer=proposer,
-        sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type,
-        points_per_side=points_per_side,
-        granularity=granularity,
-        device=device,
-    )
     rgb = load_image(image).rgb
     with ProgressDisplay(err) as show:
         result = build_twin(image, query, settings=settings, on_progress=show)
     paths = write_twin_outputs(out_dir, result, rgb)
-    out.print(f"{len(result.objects)} objects ({result.granularity} level)")
     for name, path in paths.items():
-        out.print(f"{name}: {path}")
+        out.print(f"{name}: {path}", markup=False, highlight=False)
+    out.print(f"{len(result.objects)} objects ({result.granularity} level)")
 
 
 @handle_errors
+@pipeline_options
 def segment(
-    image: Annotated[Path, typer.Argument(help="image file")],
-    query: Annotated[str, typer.Argument(help="what to segment, e.g. 'what would you cut bread with?'")],
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("out"),
-    config: ConfigOpt = None,
-    vlm: VlmOpt = None,
-    llm: LlmOpt = None,
-    base_url: BaseUrlOpt = None,
-    proposer: ProposerOpt = None,
-    sam_checkpoint: CheckpointOpt = None,
-    sam_model_type: ModelTypeOpt = None,
-    points_per_side: PointsOpt = None,
-    granularity: GranularityOpt = None,
-    device: DeviceOpt = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="refine | single_shot | sftdt")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="refinement step limit")] = None,
-    strategy: Annotated[
-        str | None, typer.Option("--strategy", help="brainstorm | direct | in_context")
-    ] = None,
+    image: ImageArg,
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help="what to segment, e.g. 'what would you cut bread with?'")
+    ],
+    out_dir: OutOpt = Path("out"),
+    *,
+    settings: Settings,
 ) -> None:
-    """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json."""
+    """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json.
+
+    The last lines say what was chosen and why.
+    """
     from dtwin_agent.api import segment as run_segment
     from dtwin_agent.images import load_image
     from dtwin_agent.outputs.files import check_out_dir, write_segment_outputs
 
     check_out_dir(out_dir)
 
-    settings = settings_from_cli(
-        config,
-        vlm=vlm,
-        llm=llm,
-        base_url=base_url,
-        proposer=proposer,
-        sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type,
-        points_per_side=points_per_side,
-        granularity=granularity,
-        device=device,
-        mode=mode,
-        max_steps=max_steps,
-        strategy=strategy,
-    )
     rgb = load_image(image).rgb
     with ProgressDisplay(err) as show:
         result = run_segment(image, query, settings=settings, on_progress=show)
@@ -140,6 +92,7 @@ def segment(
         err.print(f"[yellow]warning[/] {warning}", highlight=False)
     err.print(usage_table(result.usage))
     err.print("components: " + "; ".join(f"{k}={v}" for k, v in result.components.items()), highlight=False)
-    out.print(result.message)
     for name, path in paths.items():
-        out.print(f"{name}: {path}")
+        out.print(f"{name}: {path}", markup=False, highlight=False)
+    for line in result.answer_lines(width=max(40, out.width)):  # the last lines: what and why
+        out.print(line, markup=False, highlight=False)

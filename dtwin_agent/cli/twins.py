@@ -14,27 +14,23 @@ import typer
 
 from dtwin_agent.cli._common import (
     AddressOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
     EngineOpt,
-    GranularityOpt,
-    ModelTypeOpt,
-    PointsOpt,
-    ProposerOpt,
     RayCpusOpt,
-    VlmOpt,
     fail,
     handle_errors,
-    settings_from_cli,
 )
 from dtwin_agent.cli._common import out as _out
+from dtwin_agent.cli.options import pipeline_options
+from dtwin_agent.config import Settings
 
-twins_app = typer.Typer(help="Digital twins at dataset scale (docs/scaling.md).", no_args_is_help=True)
+twins_app = typer.Typer(
+    help="Digital twins at dataset scale (docs/scaling.md).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @twins_app.command("build")
 @handle_errors(interrupted="interrupted; finished twins are saved, run the same command again to resume")
+@pipeline_options
 def build(
     dataset: Annotated[
         str,
@@ -68,30 +64,17 @@ def build(
         Path | None, typer.Option("--image-dir", help="RefCOCO family: COCO train2014")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
-    config: ConfigOpt = None,
-    vlm: VlmOpt = None,
-    proposer: ProposerOpt = None,
-    sam_checkpoint: CheckpointOpt = None,
-    sam_model_type: ModelTypeOpt = None,
-    points_per_side: PointsOpt = None,
-    granularity: GranularityOpt = None,
-    device: DeviceOpt = None,
+    *,
+    settings: Settings,
 ) -> None:
-    """Build the twin of every image of a dataset split into sharded JSONL files (rerun to resume)."""
+    """Build the twin of every image of a dataset (rerun to resume).
+
+    Twins go into sharded JSONL files under OUT.
+    """
     from dtwin_agent.evaluation.twins import build_twins
     from dtwin_agent.outputs.files import check_out_dir
 
     check_out_dir(out_dir)
-    settings = settings_from_cli(
-        config,
-        vlm=vlm,
-        proposer=proposer,
-        sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type,
-        points_per_side=points_per_side,
-        granularity=granularity,
-        device=device,
-    )
     options = {k: v for k, v in {"split_by": split_by, "image_dir": image_dir}.items() if v is not None}
     report = build_twins(
         dataset,

@@ -60,8 +60,6 @@ from dtwin_agent.twin import RLE, DigitalTwin, ReasoningStep
 
 MAX_DIALOGUE_TURNS = 6
 """Earlier turns the reasoner sees (older ones are summarised away)."""
-MAX_REASON_CHARS = 200
-"""Each earlier reasoning note is cut to this many characters in the dialogue."""
 
 
 class ChatInput(TypedDict, total=False):
@@ -140,7 +138,7 @@ def dialogue_text(turns: list[dict[str, Any]], max_turns: int = MAX_DIALOGUE_TUR
         if turn["ids"]:
             parts = []
             for entry in turn.get("objects", []):
-                why = (entry.get("reasoning") or "")[:MAX_REASON_CHARS]
+                why = " ".join((entry.get("reasoning") or "").split())  # whole: the model reads it all
                 parts.append(
                     f"#{entry['id']} {entry.get('semantic', '')}" + (f" (because: {why})" if why else "")
                 )
@@ -157,6 +155,8 @@ def dialogue_for(turns: list[dict[str, Any]], settings: Settings) -> str:
 
     It is kept apart from the current request, so the embedded keyword reasoner, which reads only
     the request, does not match words of earlier turns, while an LLM sees the whole conversation.
+    Earlier answers are given whole; when even the last turn alone is longer than
+    ``reasoning.max_query_chars``, it is shortened at a word boundary (never mid-word).
     """
     if not turns:
         return ""
@@ -165,7 +165,17 @@ def dialogue_for(turns: list[dict[str, Any]], settings: Settings) -> str:
         text = dialogue_text(turns, shown)
         if len(text) <= limit:
             return text
-    return "..." + dialogue_text(turns, 1)[-limit:]
+    from dtwin_agent.outputs.answer import shorten
+
+    lines = dialogue_text(turns, 1).splitlines()
+    while len("\n".join(lines)) > limit:  # shorten the longest line, at a word boundary
+        i = max(range(len(lines)), key=lambda k: len(lines[k]))
+        excess = len("\n".join(lines)) - limit
+        shorter = shorten(lines[i], max(12, len(lines[i]) - excess))
+        if len(shorter) >= len(lines[i]):
+            break
+        lines[i] = shorter
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the chat graph

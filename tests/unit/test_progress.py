@@ -137,3 +137,23 @@ def test_event_round_trips_and_ignores_other_custom_data():
     assert ProgressEvent("refine", "end", message="kept [3]", seconds=1.25).line() == (
         "refine: done in 1.2 s (kept [3])"
     )
+
+
+def test_segment_inside_another_graphs_node_returns_its_result(offline_settings):
+    img, masks = three_box_scene()
+    seen = {}
+
+    def node(state):
+        events: list[ProgressEvent] = []
+        seen["result"] = segment(
+            img,
+            "the red box",
+            settings=offline_settings,
+            proposer=StaticProposer(masks),
+            on_progress=events.append,
+        )
+        seen["events"] = events
+        return {"x": 1}
+
+    stream_graph(_graph(node), {}, on_progress=lambda e: None)
+    assert seen["result"].ids and any(e.stage == "refine" and e.kind == "end" for e in seen["events"])

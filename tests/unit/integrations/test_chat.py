@@ -88,6 +88,40 @@ def test_dialogue_for_fits_the_limit_and_is_empty_on_the_first_turn() -> None:
     assert dialogue_for(TURNS, Settings()) == dialogue_text(TURNS)
 
 
+def test_earlier_answers_reach_the_model_whole() -> None:
+    long = " ".join(f"word{i}" for i in range(120))  # about 900 characters: no 200-character cut
+    turns = [dict(TURNS[0], objects=[{"id": 1, "semantic": "red block", "reasoning": long}], ids=[1])]
+    assert long in dialogue_text(turns)
+    assert long in dialogue_for(turns, Settings())
+
+
+def test_an_over_long_dialogue_is_shortened_at_word_boundaries() -> None:
+    long = " ".join(f"word{i}" for i in range(120))
+    turns = [dict(TURNS[0], objects=[{"id": 1, "semantic": "red block", "reasoning": long}], ids=[1])]
+    short = Settings.model_validate({"reasoning": {"max_query_chars": 300}})
+    text = dialogue_for(turns, short)
+    assert len(text) <= 300 and text.endswith("The previous answer was objects [1].")
+    words = set(long.split()) | set(dialogue_text(turns).split())
+    assert all(w in words or w == "..." for w in text.split())  # no word cut in half
+
+
+def test_a_chat_turn_result_json_has_the_fields_of_segment(scene: Path, tmp_path: Path) -> None:
+    from dtwin_agent.api import segment
+
+    config = settings(tmp_path)
+    with ChatSession(scene, session_id="fields", settings=config, proposer=ColourProposer()) as chat:
+        first = chat.ask("the red shape")
+        second = chat.ask("the blue shape")
+    direct = segment(scene, "the red shape", settings=config, proposer=ColourProposer()).summary()
+    for turn in (first, second):
+        saved = json.loads(Path(turn["files"]["result"]).read_text())
+        assert set(saved) == set(direct)
+        assert saved["components"] and saved["granularity"] == "object" and saved["objects"]
+        assert saved["objects"][0]["id"] == saved["ids"][0] and saved["objects"][0]["semantic"]
+    stages = set(json.loads(Path(first["files"]["result"]).read_text())["usage"]["stages"])
+    assert {"propose", "semantics", "refine"} <= stages  # the first turn built the twin
+
+
 def test_three_turns_share_one_twin_and_write_files(scene: Path, tmp_path: Path) -> None:
     proposer = ColourProposer()
     with ChatSession(scene, session_id="s1", settings=settings(tmp_path), proposer=proposer) as chat:

@@ -133,7 +133,7 @@ class OneLineGroup(TyperGroup):
             message = " ".join(exc.format_message().split())
             err.print(f"error: {where}: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
-        except (typer.Abort, _click_errors.Abort):
+        except typer.Abort:  # typer._click has no Abort of its own: typer.Abort is the one raised
             err.print("error: aborted", markup=False, highlight=False)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)

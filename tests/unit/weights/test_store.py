@@ -448,6 +448,35 @@ def test_cli_fetch_and_verify_print_one_line_per_model(http, tmp_path, monkeypat
     assert not (tmp_path / "tiny.bin").exists()
 
 
+def test_cli_fetch_of_a_present_model_says_already_present(http, tmp_path, monkeypatch):
+    base, handler = http
+    handler.files["/tiny.bin"] = PAYLOAD
+    monkeypatch.setattr(store, "MODELS", url_registry(base + "/tiny.bin"))
+    runner = CliRunner()
+    first = runner.invoke(models_app, ["fetch", "tiny", "--dir", str(tmp_path)])
+    assert first.exit_code == 0 and first.stdout.startswith("fetched   tiny"), first.output
+    handler.requests.clear()
+    again = runner.invoke(models_app, ["fetch", "tiny", "--dir", str(tmp_path)])
+    assert (
+        again.exit_code == 0
+        and again.stdout.startswith("present   tiny")
+        and "already present" in again.stdout
+    )
+    assert handler.requests == []  # nothing downloaded again
+    assert "tiny: download: 102400/102400 bytes" in first.stderr  # progress, as plain lines in a log
+
+
+def test_cli_models_list_is_readable_at_80_columns():
+    result = CliRunner().invoke(models_app, ["list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    assert "qwen2.5-coder-1.5b-instruct-q4_k_m" in result.stdout  # the longest name, whole
+    assert not any(spec.sha256[:12] in result.stdout for spec in store.MODELS.values())
+    long = CliRunner().invoke(models_app, ["list", "--long"], env={"COLUMNS": "80"})
+    for spec in store.MODELS.values():
+        assert f"  sha256  {spec.sha256}" in long.stdout  # whole, on its own line
+
+
 def test_cli_unknown_name_exits_2_with_one_line(tmp_path):
     result = CliRunner().invoke(models_app, ["fetch", "nope", "--dir", str(tmp_path)])
     assert result.exit_code == 2

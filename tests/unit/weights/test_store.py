@@ -451,7 +451,9 @@ def test_cli_fetch_and_verify_print_one_line_per_model(http, tmp_path, monkeypat
 def test_cli_fetch_of_a_present_model_says_already_present(http, tmp_path, monkeypatch):
     base, handler = http
     handler.files["/tiny.bin"] = PAYLOAD
-    monkeypatch.setattr(store, "MODELS", url_registry(base + "/tiny.bin"))
+    registry = url_registry(base + "/tiny.bin")
+    monkeypatch.setattr(store, "MODELS", registry)
+    monkeypatch.setattr(registry_module, "MODELS", registry)
     runner = CliRunner()
     first = runner.invoke(models_app, ["fetch", "tiny", "--dir", str(tmp_path)])
     assert first.exit_code == 0 and first.stdout.startswith("fetched   tiny"), first.output

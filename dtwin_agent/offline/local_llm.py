@@ -29,6 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,10 @@ __all__ = [
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 DEFAULT_CTX = 8192
 START_TIMEOUT_S = 180.0
+_PARSED_FALSE_ALARM = (
+    r"Pydantic serializer warnings:\s+PydanticSerializationUnexpectedValue\(Expected `none` - "
+    r"serialized value may not be as expected \[field_name='parsed'"
+)
 HEARTBEAT_S = 30.0  # llama.cpp's server sends an SSE comment this often while a streamed request runs
 _READY = "DTWIN_LOCAL_LLM_READY "
 
@@ -231,6 +236,11 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
 def local_client_options(base_url: str, model: str, settings: Any = None) -> dict[str, Any]:
     """The ``ChatOpenAI`` options for a llama.cpp server at ``base_url`` (see :func:`local_chat_model`)."""
     import openai
+
+    # langchain-openai dumps the SDK's stream events with model_dump(), whose ``parsed`` field is
+    # typed None while it holds the answer: a false alarm printed once per process
+    # (langchain-ai/langchain#35538, fixed upstream for non-streamed answers only)
+    warnings.filterwarnings("ignore", message=_PARSED_FALSE_ALARM, category=UserWarning)
 
     models = getattr(settings, "models", None)
     stall = float(getattr(models, "local_stall_s", 0.0) or 90.0)

@@ -37,6 +37,14 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
+class StatusError(Exception):
+    """A provider error carrying an HTTP status, as the providers' SDK exceptions do."""
+
+    def __init__(self, status_code: int, message: str = "error") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 def human_text(messages: list[BaseMessage]) -> str:
     return "\n".join(m.text for m in messages if m.type == "human")
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers.fakes import StatusError
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -20,12 +21,6 @@ from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, Semanti
 from dtwin_agent.llm.usage import StageUsage, Usage, merge_usage
 
 MESSAGES = [SystemMessage("Choose a granularity."), HumanMessage("<query>the mug's handle</query>")]
-
-
-class StatusError(Exception):
-    def __init__(self, status_code: int, message: str = "error") -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 class Scripted(BaseChatModel):

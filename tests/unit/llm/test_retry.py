@@ -8,18 +8,17 @@ the server does not answer in time is re-sent only by the retry layer, and count
 
 from __future__ import annotations
 
-import json
-import threading
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
+from helpers.fakes import ScriptedChatModel, StatusError
+from helpers.openai_server import Behave, OpenAIServer, send_completion, send_stream
+from langchain_core.messages import HumanMessage, SystemMessage
 
 from dtwin_agent.config import Settings
 from dtwin_agent.errors import ProviderCallError
@@ -37,28 +36,10 @@ class RateLimited(Exception):
     status_code = 429
 
 
-class StatusError(Exception):
-    def __init__(self, status_code: int, message: str = "error") -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class Scripted(BaseChatModel):
-    """Answers from a script (text, or an exception to raise) and records every call."""
-
-    script: list[Any] = Field(default_factory=list)
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kwargs: Any) -> ChatResult:
-        self.calls += 1
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=item))])
+def scripted(*answers: Any) -> ScriptedChatModel:
+    """A chat model answering ``answers`` in turn (an exception is raised); ``len(model.calls)`` counts."""
+    script = iter(answers)
+    return ScriptedChatModel(respond=lambda messages: next(script))
 
 
 def settings(**models: Any) -> Settings:
@@ -77,7 +58,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def test_rate_limit_twice_then_answer_is_retried_and_counted(waits):
-    model = Scripted(script=[RateLimited("slow down"), StatusError(503), ANSWER])
+    model = scripted(RateLimited("slow down"), StatusError(503), ANSWER)
     usage = Usage()
     result = invoke_structured(
         model,
@@ -88,7 +69,7 @@ def test_rate_limit_twice_then_answer_is_retried_and_counted(waits):
         usage=usage,
         stage="granularity",
     )
-    assert result.parsed.granularity == "part" and model.calls == 3
+    assert result.parsed.granularity == "part" and len(model.calls) == 3
     row = usage.stages["granularity"]
     assert (row.calls, row.retries) == (1, 2)
     # exponential backoff with jitter: 0.5 * 2**n plus up to 0.5
@@ -96,24 +77,24 @@ def test_rate_limit_twice_then_answer_is_retried_and_counted(waits):
 
 
 def test_unauthorized_fails_at_once_naming_the_key_variable(waits):
-    model = Scripted(script=[StatusError(401, "Incorrect API key provided"), ANSWER])
+    model = scripted(StatusError(401, "Incorrect API key provided"), ANSWER)
     with pytest.raises(ProviderCallError, match="API key was rejected") as info:
         invoke_with_retry(model, MESSAGES, settings(), label="openai:gpt-4o", stage="granularity")
-    assert model.calls == 1 and waits == []
+    assert len(model.calls) == 1 and waits == []
     assert (info.value.kind, info.value.status_code, info.value.attempts) == ("auth", 401, 1)
     assert str(info.value).startswith("openai:gpt-4o (granularity): the API key was rejected (HTTP 401)")
     assert "OPENAI_API_KEY" in str(info.value)
 
 
 def test_bad_request_is_not_retried():
-    model = Scripted(script=[StatusError(400, "invalid model"), ANSWER])
+    model = scripted(StatusError(400, "invalid model"), ANSWER)
     with pytest.raises(ProviderCallError, match=r"openai:nope \(refine\): request failed \(HTTP 400\)"):
         invoke_with_retry(model, MESSAGES, settings(), label="openai:nope", stage="refine")
-    assert model.calls == 1
+    assert len(model.calls) == 1
 
 
 def test_timeouts_exhausted_give_one_clear_line_and_count_the_retries(waits):
-    model = Scripted(script=[TimeoutError("read timed out")] * 3)
+    model = scripted(*[TimeoutError("read timed out")] * 3)
     usage = Usage()
     with pytest.raises(ProviderCallError) as info:
         invoke_with_retry(
@@ -123,17 +104,17 @@ def test_timeouts_exhausted_give_one_clear_line_and_count_the_retries(waits):
     assert message.startswith("openai:gpt-4o (refine) failed after 3 attempt(s)")
     assert "models.timeout_s = 60" in message and "TimeoutError: read timed out" in message
     assert "\n" not in message
-    assert info.value.kind == "transient" and model.calls == 3 and len(waits) == 2
+    assert info.value.kind == "transient" and len(model.calls) == 3 and len(waits) == 2
     assert (usage.stages["refine"].calls, usage.stages["refine"].retries) == (0, 2)
 
 
 def test_no_retry_starts_that_could_end_after_the_budget(waits):
-    model = Scripted(script=[TimeoutError("read timed out"), ANSWER])
+    model = scripted(TimeoutError("read timed out"), ANSWER)
     with pytest.raises(ProviderCallError, match="after 1 attempt"):
         invoke_with_retry(
             model, MESSAGES, settings(timeout_s=30, retry_budget_s=20), label="openai:m", stage="refine"
         )
-    assert model.calls == 1
+    assert len(model.calls) == 1
 
 
 def _errors() -> dict[str, tuple[BaseException, str]]:
@@ -195,94 +176,13 @@ def test_an_answer_cut_off_is_an_output_error():
 # -- through the real client, against an OpenAI-compatible server ----------------------------------
 
 
-class Server:
-    """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 whose Nth answer is scripted."""
-
-    def __init__(self, behave: Callable[[int, BaseHTTPRequestHandler, dict], None]) -> None:
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                try:
-                    behave(len(outer.requests), self, body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on this request
-                self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _completion(handler: BaseHTTPRequestHandler, body: dict) -> None:
-    payload = {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": body["model"],
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
-    }
-    data = json.dumps(payload).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
-
-
-def _stream(handler: BaseHTTPRequestHandler, body: dict, *, heartbeats: int, every: float) -> None:
-    """As llama.cpp streams: SSE comments while it reads the prompt, then the chunks, usage last."""
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/event-stream")
-    handler.end_headers()
-
-    def send(text: str) -> None:
-        handler.wfile.write(text.encode())
-        handler.wfile.flush()
-
-    for _ in range(heartbeats):
-        time.sleep(every)
-        send(":\n\n")
-    base = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
-    deltas = [{"role": "assistant", "content": ""}, {"content": ANSWER[:20]}, {"content": ANSWER[20:]}]
-    for delta in deltas:
-        send(
-            "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-        )
-        send("\n\n")
-    send(
-        "data: "
-        + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        + "\n\n"
-    )
-    usage = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}
-    send("data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n")
-    send("data: [DONE]\n\n")
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
+def serve() -> Iterator[Callable[[Behave], OpenAIServer]]:
     pytest.importorskip("langchain_openai")
-    servers: list[Server] = []
+    servers: list[OpenAIServer] = []
 
-    def start(behave: Callable[[int, BaseHTTPRequestHandler, dict], None]) -> Server:
-        servers.append(Server(behave))
+    def start(behave: Behave) -> OpenAIServer:
+        servers.append(OpenAIServer(behave))
         return servers[-1]
 
     yield start
@@ -290,7 +190,7 @@ def serve() -> Iterator[Callable[..., Server]]:
         server.close()
 
 
-def _remote(server: Server, **models: Any) -> tuple[Any, Settings]:
+def _remote(server: OpenAIServer, **models: Any) -> tuple[Any, Settings]:
     from dtwin_agent.llm.models import chat_model
 
     config = settings(llm="openai:test-llm", llm_base_url=server.url, llm_api_key="k", **models)
@@ -315,7 +215,7 @@ def test_a_request_past_its_timeout_is_resent_only_by_the_retry_layer_and_counte
     def behave(n: int, handler: BaseHTTPRequestHandler, body: dict) -> None:
         if n == 1:
             time.sleep(3.0)  # past the client's timeout: the client gives up
-        _completion(handler, body)
+        send_completion(handler, ANSWER, model=body["model"])
 
     server = serve(behave)
     model, config = _remote(server, timeout_s=1.0, max_retries=3)
@@ -330,7 +230,11 @@ def test_a_request_past_its_timeout_is_resent_only_by_the_retry_layer_and_counte
 
 
 def test_without_retries_a_timed_out_request_is_sent_once_and_named(serve):
-    server = serve(lambda n, handler, body: (time.sleep(2.0), _completion(handler, body)))
+    def behave(n: int, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        time.sleep(2.0)
+        send_completion(handler, ANSWER, model=body["model"])
+
+    server = serve(behave)
     model, config = _remote(server, timeout_s=0.5, max_retries=0)
     with pytest.raises(ProviderCallError) as info:
         _ask(model, config, Usage())
@@ -345,8 +249,10 @@ def test_local_server_a_long_prompt_with_heartbeats_is_not_a_stall(serve):
 
     from dtwin_agent.offline.local_llm import local_client_options
 
-    server = serve(lambda n, handler, body: _stream(handler, body, heartbeats=10, every=0.2))
-    config = settings(local_stall_s=1.0)
+    server = serve(
+        lambda n, handler, body: send_stream(handler, ANSWER, model=body["model"], heartbeats=10, every=0.2)
+    )
+    config = settings(local_stall_s=1.0, structured_output="auto")  # json_schema, streamed
     model = ChatOpenAI(**local_client_options(server.url, "tiny-gguf", config))
     usage = Usage()
     result = _ask(model, config, usage)  # 2 s in all, twice the 1 s stall limit
@@ -356,13 +262,33 @@ def test_local_server_a_long_prompt_with_heartbeats_is_not_a_stall(serve):
     assert (row.calls, row.retries, row.input_tokens, row.output_tokens) == (1, 0, 50, 9)
 
 
+def test_local_server_streams_without_langchains_parsed_false_alarm(serve):
+    from langchain_openai import ChatOpenAI
+
+    from dtwin_agent.offline.local_llm import _PARSED_FALSE_ALARM, local_client_options
+
+    server = serve(lambda n, handler, body: send_stream(handler, ANSWER, model=body["model"]))
+    config = settings(structured_output="auto")
+    model = ChatOpenAI(**local_client_options(server.url, "tiny-gguf", config))
+    with warnings.catch_warnings(record=True) as raw:
+        warnings.simplefilter("always")  # what langchain-openai says when nothing filters it
+        _ask(model, config, Usage())
+    alarms = [str(w.message) for w in raw if "serializer" in str(w.message)]
+    assert alarms and all(re.match(_PARSED_FALSE_ALARM, text) for text in alarms)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.filterwarnings("always", category=UserWarning, append=True)  # behind ours
+        _ask(model, config, Usage())
+    assert not [w for w in shown if "serializer" in str(w.message)]
+
+
 def test_local_server_a_stall_is_retried_counted_and_named_local(serve):
     from langchain_openai import ChatOpenAI
 
     from dtwin_agent.offline.local_llm import local_client_options
 
     def behave(n: int, handler: BaseHTTPRequestHandler, body: dict) -> None:
-        _stream(handler, body, heartbeats=1, every=3.0 if n == 1 else 0.0)  # the first one stalls
+        stall = 3.0 if n == 1 else 0.0  # the first one stalls
+        send_stream(handler, ANSWER, model=body["model"], heartbeats=1, every=stall)
 
     server = serve(behave)
     config = settings(local_stall_s=1.0, max_retries=3)

@@ -14,7 +14,8 @@ the exception or its response (401/403 ``auth``; 408, 409, 429 and 5xx ``transie
 or refused; the caller's repair round-trip handles those).
 
 Retries (``models.*``): at most ``max_retries``, waiting ``backoff_s * 2**n`` plus up to
-``backoff_s`` of jitter (at most 60 s); a retry starts only while ``elapsed + timeout_s <=
+``backoff_s`` of jitter, or what the server's ``Retry-After`` asks if that is longer (at most
+60 s); a retry starts only while ``elapsed + timeout_s <=
 retry_budget_s``, so with the defaults (timeout 60 s, 3 retries, budget 150 s) a provider that
 never answers costs about two minutes, and a rate limit gets all four attempts within seconds.
 """
@@ -33,7 +34,14 @@ from dtwin_agent.config import Settings
 from dtwin_agent.errors import DTwinError, ErrorKind, ProviderCallError
 from dtwin_agent.llm.usage import Usage
 
-__all__ = ["MAX_DELAY_S", "classify_error", "invoke_with_retry", "model_label", "status_code_of"]
+__all__ = [
+    "MAX_DELAY_S",
+    "classify_error",
+    "invoke_with_retry",
+    "model_label",
+    "retry_after_of",
+    "status_code_of",
+]
 
 MAX_DELAY_S = 60.0
 _MAX_QUOTED = 300
@@ -72,6 +80,16 @@ def status_code_of(exc: BaseException) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
                 return value
     return None
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds a server asked to wait (the ``Retry-After`` header, in seconds), if it did."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None  # absent, or an HTTP date: the backoff decides
 
 
 def classify_error(exc: BaseException) -> ErrorKind:
@@ -190,14 +208,22 @@ def invoke_with_retry(
     models = settings.models
     attempts = 0
     started = time.monotonic()
+    asked = (0.0, 0.0)  # (when, seconds): a server's Retry-After on the last failure
 
     def attempt(msgs: list[BaseMessage]) -> Any:
         nonlocal attempts
+        when, seconds = asked
+        rest = when + seconds - time.monotonic()  # the backoff may have waited less than asked
+        if attempts and rest > 0:
+            time.sleep(rest)
         attempts += 1
         return runnable.invoke(msgs)
 
     def retry_on(exc: BaseException) -> bool:
-        in_budget = time.monotonic() - started + models.timeout_s <= models.retry_budget_s
+        nonlocal asked
+        hint = min(retry_after_of(exc) or 0.0, MAX_DELAY_S)
+        asked = (time.monotonic(), hint)
+        in_budget = time.monotonic() - started + hint + models.timeout_s <= models.retry_budget_s
         return in_budget and not isinstance(exc, DTwinError) and classify_error(exc) == "transient"
 
     retrying = RunnableLambda(attempt, name=stage).with_retry(

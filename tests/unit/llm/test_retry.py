@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -74,6 +75,16 @@ def test_rate_limit_twice_then_answer_is_retried_and_counted(waits):
     assert (row.calls, row.retries) == (1, 2)
     # exponential backoff with jitter: 0.5 * 2**n plus up to 0.5
     assert len(waits) == 2 and 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 1.5
+
+
+def test_a_servers_retry_after_is_honoured_when_longer_than_the_backoff(waits):
+    limited = RateLimited("slow down")
+    limited.response = SimpleNamespace(headers={"retry-after": "7"})
+    model = scripted(limited, ANSWER)
+    usage = Usage()
+    invoke_with_retry(model, MESSAGES, settings(), label="openai:m", stage="refine", usage=usage)
+    assert len(model.calls) == 2 and usage.stages["refine"].retries == 1
+    assert max(waits) == pytest.approx(7.0, abs=0.5)  # backoff 0 s, the server asked for 7
 
 
 def test_unauthorized_fails_at_once_naming_the_key_variable(waits):

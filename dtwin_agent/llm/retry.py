@@ -157,9 +157,9 @@ def _provider_error(
         msg = f"{where}: the API key was rejected (HTTP {status or 401}); check {env} or models.*_api_key"
     elif kind == "transient":
         msg = (
-            f"{where} failed after {attempts} attempt(s) in {seconds:.3g} s (rate limit, timeout or server "
-            f"error; models.timeout_s = {models.timeout_s:g}, max_retries = {models.max_retries}, "
-            f"retry_budget_s = {models.retry_budget_s:g})"
+            f"{where} failed after {attempts} attempt(s) in {seconds:.3g} s (rate limit, timeout, "
+            f"connection or server error; models.timeout_s = {models.timeout_s:g}, "
+            f"max_retries = {models.max_retries}, retry_budget_s = {models.retry_budget_s:g})"
         )
     elif kind == "output":
         msg = f"{where}: the provider rejected the model's answer"

@@ -19,15 +19,14 @@ import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from dtwin_agent.config import Settings
 from dtwin_agent.weights import store
 
 pytestmark = pytest.mark.integration
 
 MODELS_DIR = store.models_dir()  # the real store, captured before the autouse env fixture runs
 LLM = os.environ.get("DTWIN_TEST_LLM", "qwen2.5-coder-0.5b-instruct-q4_k_m")
-SETTINGS = SimpleNamespace(
-    models=SimpleNamespace(models_dir=str(MODELS_DIR), temperature=0.0, timeout_s=600.0)
-)
+SETTINGS = Settings(models={"models_dir": str(MODELS_DIR)})
 
 
 def need(*names: str) -> None:
@@ -55,8 +54,11 @@ def test_local_llm_answers_the_refinement_prompt_through_chatopenai():
     """The whole refinement call path on the real local LLM: ChatOpenAI + json_schema structured output."""
     need(LLM)
     need_package("xllamacpp")
+    from dtwin_agent.llm.call import invoke_structured
+    from dtwin_agent.llm.parsing import parse_refine_step
     from dtwin_agent.llm.prompts import load_prompt, render_prompt
     from dtwin_agent.llm.schemas import RefineStepOutput
+    from dtwin_agent.llm.usage import Usage
     from dtwin_agent.offline import local_llm
 
     llm = local_llm.local_chat_model(LLM, SETTINGS, max_tokens=300)
@@ -74,6 +76,20 @@ def test_local_llm_answers_the_refinement_prompt_through_chatopenai():
         out = llm.with_structured_output(RefineStepOutput, method="json_schema").invoke(messages)
         assert isinstance(out, RefineStepOutput)
         assert {o.id for o in out.objects} <= {1, 2, 3}
+        # the package's own call path: streamed (stall timeout), usage from llama.cpp's last chunk
+        usage = Usage()
+        result = invoke_structured(
+            llm,
+            messages,
+            RefineStepOutput,
+            parse=lambda text: parse_refine_step(text, [1, 2, 3]),
+            settings=SETTINGS,
+            usage=usage,
+            stage="refine",
+        )
+        assert result.parsed is not None and result.mode == "native"
+        row = usage.stages["refine"]
+        assert row.calls == 1 and row.retries == 0 and row.input_tokens > 100 and row.output_tokens > 0
         plain = llm.invoke("Answer with one word: what colour is the sky on a clear day?")
         assert plain.text.strip()
     finally:

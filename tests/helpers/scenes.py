@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.perception.base import Proposal
 
 BACKGROUND = (235, 235, 225)
@@ -24,6 +26,18 @@ def write_scene(path: Path, shapes: dict = SHAPES) -> Path:
         rgb[y0:y1, x0:x1] = colour
     Image.fromarray(rgb).save(path)
     return path
+
+
+def scene_settings(cache_dir: Path, **extra: Any) -> Settings:
+    """Settings for runs over the 128 x 128 scene: no downscaling, object level, a private cache."""
+    return resolve_settings(
+        overrides={
+            "perception.max_image_side": 128,
+            "perception.granularity": "object",
+            "cache.dir": str(cache_dir),
+            **extra,
+        }
+    )
 
 
 class ColourProposer:

@@ -155,7 +155,8 @@ def test_a_damaged_cache_file_is_rebuilt_with_one_warning(scene, tmp_path, monke
     result = runner.invoke(app, ["twin", str(scene), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: the twin cache")]
-    assert len(warnings) == 1 and str(db) in warnings[0] and "cache.sqlite.corrupt" in warnings[0], result.stderr
+    assert len(warnings) == 1, result.stderr
+    assert str(db) in warnings[0] and "cache.sqlite.corrupt" in warnings[0]
     info = runner.invoke(app, ["cache", "info"])
     assert info.exit_code == 0 and "twin: 1 entries" in info.output and "damaged copy" in info.output
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.fakes import ScriptedChatModel, human_text, twin_of
-from helpers.scenes import SHAPES, ColourProposer, write_scene
+from helpers.scenes import SHAPES, ColourProposer, scene_settings, write_scene
 from langchain_core.messages import BaseMessage
 from PIL import Image
 
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import Settings
 from dtwin_agent.errors import InputError
 from dtwin_agent.integrations.chat import ChatSession, dialogue_for, dialogue_text
 from dtwin_agent.offline.lexical import keyword_scores
@@ -40,14 +40,7 @@ def recording_llm() -> ScriptedChatModel:
 
 
 def settings(tmp_path: Path, **extra: Any) -> Settings:
-    return resolve_settings(
-        overrides={
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(tmp_path / "cache"),
-            **extra,
-        }
-    )
+    return scene_settings(tmp_path / "cache", **extra)
 
 
 @pytest.fixture

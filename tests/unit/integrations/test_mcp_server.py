@@ -15,7 +15,7 @@ from PIL import Image
 
 pytest.importorskip("mcp", reason="the mcp extra is not installed")
 
-from helpers.scenes import ColourProposer, write_scene  # noqa: E402
+from helpers.scenes import ColourProposer, scene_settings, write_scene  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
 from dtwin_agent.config import resolve_settings  # noqa: E402
@@ -90,13 +90,7 @@ def test_mcp_server_over_stdio_with_the_sdk_client(scene: Path, tmp_path: Path) 
 
 
 def test_mcp_server_in_process_with_an_injected_tool(scene: Path, tmp_path: Path) -> None:
-    settings = resolve_settings(
-        overrides={
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(tmp_path / "cache"),
-        }
-    )
+    settings = scene_settings(tmp_path / "cache")
     tool = DTwinSegmentTool(settings=settings, allowed_roots=[scene.parent], proposer=ColourProposer())
     outside = write_scene(tmp_path / "outside.png")
 
@@ -145,14 +139,7 @@ def test_outside_the_roots_existing_and_missing_paths_get_the_same_answer(
 
 
 def test_roots_come_from_the_settings_when_no_root_is_given(scene: Path, tmp_path: Path) -> None:
-    settings = resolve_settings(
-        overrides={
-            "access.image_roots": [str(scene.parent)],
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(tmp_path / "cache"),
-        }
-    )
+    settings = scene_settings(tmp_path / "cache", **{"access.image_roots": [str(scene.parent)]})
     tool = build_server(settings=settings)
     result = call_tool(tool, "segment", {"image_path": "missing.png", "query": "the red shape"})
     assert result.is_error and "no image at missing.png" in result.content[0].text

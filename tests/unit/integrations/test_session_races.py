@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.scenes import ColourProposer, write_scene
+from helpers.scenes import ColourProposer, scene_settings, write_scene
 from PIL import Image
 
 from dtwin_agent import masks as mask_ops
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import Settings
 from dtwin_agent.integrations.chat import ChatSession
 from dtwin_agent.integrations.session_store import turn_dir
 from dtwin_agent.integrations.tool import DTwinSegmentTool
@@ -28,16 +28,6 @@ from dtwin_agent.twin import RLE
 
 REPEATS = range(int(os.environ.get("DTWIN_RACE_REPEATS", "1")))
 COLOURS = ("red", "green", "blue")
-
-
-def settings(cache: Path) -> Settings:
-    return resolve_settings(
-        overrides={
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(cache),
-        }
-    )
 
 
 def check_turns(config: Settings, session_id: str, image: Path, expected: int) -> list[dict[str, Any]]:
@@ -64,7 +54,7 @@ def test_many_threads_calling_the_tool_on_one_session(tmp_path: Path, repeat: in
     root = tmp_path / "images"
     root.mkdir()
     scene = write_scene(root / "scene.png")
-    config = settings(tmp_path / "cache")
+    config = scene_settings(tmp_path / "cache")
     tool = DTwinSegmentTool(settings=config, allowed_roots=[root], proposer=ColourProposer())
     queries = [f"the {COLOURS[i % 3]} shape, call {i}" for i in range(8)]
     replies: dict[str, Any] = {}
@@ -137,7 +127,7 @@ def test_two_chat_processes_on_one_session(tmp_path: Path, repeat: int) -> None:
     for name, proc in procs.items():
         outputs[name] = (proc.stdout.read(), proc.stderr.read())
         assert proc.wait(300) == 0, outputs[name]
-    config = settings(tmp_path / "cache")
+    config = scene_settings(tmp_path / "cache")
     turns = check_turns(config, "shared", scene, 8)
     by_mask = {t["files"]["mask"]: t for t in turns}
     for name, (stdout, _) in outputs.items():

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.scenes import ColourProposer, write_scene
+from helpers.scenes import ColourProposer, scene_settings, write_scene
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import Settings
 from dtwin_agent.errors import InputError, SessionBusyError, SessionStoreError
 from dtwin_agent.integrations.chat import ChatSession
 from dtwin_agent.integrations.session_store import (
@@ -27,13 +27,7 @@ from dtwin_agent.integrations.session_store import (
 
 
 def settings(tmp_path: Path) -> Settings:
-    return resolve_settings(
-        overrides={
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(tmp_path / "cache"),
-        }
-    )
+    return scene_settings(tmp_path / "cache")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.scenes import ColourProposer, write_scene
+from helpers.scenes import ColourProposer, scene_settings, write_scene
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import ToolException
@@ -18,7 +18,7 @@ from langchain_tests.unit_tests import ToolsUnitTests
 from PIL import Image
 
 from dtwin_agent.api import SegmentationResult
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import resolve_settings
 from dtwin_agent.errors import ProviderCallError, SessionBusyError
 from dtwin_agent.integrations.tool import DTwinSegmentTool, confine_path
 
@@ -32,14 +32,7 @@ class ToolCallingFakeModel(GenericFakeChatModel):
         return self
 
 
-def fast_settings(cache_dir: Path) -> Settings:
-    return resolve_settings(
-        overrides={
-            "perception.max_image_side": 128,
-            "perception.granularity": "object",
-            "cache.dir": str(cache_dir),
-        }
-    )
+fast_settings = scene_settings
 
 
 def fake_result(image_path: Path) -> SegmentationResult:

@@ -49,6 +49,10 @@ def eval_command(
             "--twins", help="twin shards from `dtwin twins build`: reuse them, run the reasoning only"
         ),
     ] = None,
+    vlm_concurrency: Annotated[
+        int | None,
+        typer.Option("--vlm-concurrency", help="global limit on concurrent VLM labelling calls, all workers"),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most N samples per split")] = None,
     empty_rule: Annotated[
         str, typer.Option("--empty-rule", help="lisa: empty prediction on empty truth scores 1; strict: 0")
@@ -98,6 +102,7 @@ def eval_command(
         address=address,
         num_cpus=ray_cpus,
         twins_dir=twins,
+        vlm_concurrency=vlm_concurrency,
         limit=limit,
         empty_rule=empty_rule,  # type: ignore[arg-type]
         retry_errors=retry_errors,

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from dtwin_agent.errors import ConfigError, InputError, ProviderError
 from dtwin_agent.evaluation.datasets import EVAL_SPLITS, Sample, canonical_name, check_options, load_dataset
-from dtwin_agent.evaluation.engines import get_engine
+from dtwin_agent.evaluation.engines import get_engine, split_limit
 from dtwin_agent.evaluation.jsonl import JsonlWriter, atomic_write, read_jsonl
 from dtwin_agent.evaluation.metrics import EMPTY_RULES, EmptyRule, from_counts, intersection_union, sample_iou
 from dtwin_agent.evaluation.progress import Progress, ProgressCallback
@@ -393,6 +393,7 @@ def run_eval(
     address: str | None = None,
     num_cpus: int | None = None,
     twins_dir: str | Path | None = None,
+    vlm_concurrency: int | None = None,
     limit: int | None = None,
     empty_rule: EmptyRule = "lisa",
     retry_errors: bool = False,
@@ -419,6 +420,8 @@ def run_eval(
         address: ``ray``: the cluster to join (default ``RAY_ADDRESS``, else a local instance).
         num_cpus: ``ray``: CPUs of a local instance.
         twins_dir: twin shards from ``dtwin twins build``: each sample reasons over its image's twin.
+        vlm_concurrency: a global limit on concurrent VLM labelling calls, split evenly over the
+            workers (each labels with ``limit // workers`` calls at once).
         limit: at most this many samples per split (the first ones, in the loader's order).
         empty_rule: ``lisa`` (both empty scores 1.0) or ``strict`` (0.0), see
             :mod:`dtwin_agent.evaluation.metrics`.
@@ -492,6 +495,9 @@ def run_eval(
                 "record_version": RECORD_VERSION,
             },
         )
+        if settings is not None and vlm_concurrency is not None:
+            share = split_limit(vlm_concurrency, runner.worker_count(), settings.semantics.concurrency)
+            settings = settings.merged({"semantics.concurrency": share})
         spec = WorkSpec(
             task="segment",
             settings=settings,

@@ -198,3 +198,35 @@ def test_killed_twins_build_resumes_with_only_the_rest(bench, tmp_path):
     assert sorted(second) == sorted({"s1", "s2", "s3", "s4"} - {Path(k).stem for k in finished})
     assert len(TwinShards.open(out).rows()) == 4
     assert cmd  # the CLI form of the same run is exercised in test_cli_twins_build_and_exit_codes
+
+
+def test_global_vlm_limit_is_shared_out_over_the_workers(bench, tmp_path, monkeypatch):
+    from dtwin_agent.evaluation import work
+
+    seen = []
+    real = work.Worker.__init__
+
+    def spy(self, spec):
+        seen.append(spec.settings.semantics.concurrency)
+        real(self, spec)
+
+    monkeypatch.setattr(work.Worker, "__init__", spy)
+    build_twins(
+        "reasonseg",
+        bench["reasonseg"],
+        "all",
+        out_dir=tmp_path / "t",
+        workers=2,
+        vlm_concurrency=7,
+        progress=False,
+    )
+    run_eval(
+        "reasonseg",
+        bench["reasonseg"],
+        "all",
+        out_dir=tmp_path / "e",
+        workers=2,
+        vlm_concurrency=4,
+        progress=False,
+    )
+    assert seen == [3, 3, 2, 2]  # 7 // 2 and 4 // 2 calls per worker: never more than the limit in all

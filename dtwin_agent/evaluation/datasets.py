@@ -391,12 +391,26 @@ def _iter_reasonseg(images: list[Path], split: str, all_queries: bool) -> Iterat
 
 
 def _load_refs(path: Path) -> list[dict[str, Any]]:
+    """Read a ``refs(*).p`` pickle: a list of reference dicts.
+
+    Raises:
+        InputError: naming the file when it is not such a pickle.
+    """
     try:
-        with path.open("rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - the standard refer format is a pickle
-    except UnicodeDecodeError:
-        with path.open("rb") as fh:
-            return pickle.load(fh, encoding="latin1")  # noqa: S301 - Python 2 pickles
+        try:
+            with path.open("rb") as fh:
+                refs = pickle.load(fh)  # noqa: S301 - the standard refer format is a pickle
+        except UnicodeDecodeError:
+            with path.open("rb") as fh:
+                refs = pickle.load(fh, encoding="latin1")  # noqa: S301 - Python 2 pickles
+    except Exception as exc:  # noqa: BLE001 - unpickling raises many types for a damaged file
+        raise InputError(f"{path}: not a readable refs pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(refs, list):
+        raise InputError(f"{path}: expected a list of references, got {type(refs).__name__}")
+    bad = next((i for i, r in enumerate(refs) if not isinstance(r, dict) or "ref_id" not in r), None)
+    if bad is not None:
+        raise InputError(f"{path}: reference {bad} is not an object with a ref_id")
+    return refs
 
 
 def _coco_ann_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -568,13 +582,15 @@ def _iter_refcoco(
             )
         )
         file_name = image.get("file_name") or ref.get("file_name") or f"missing-image-{ref.get('image_id')}"
-        for sent in ref.get("sentences", []):
+        for k, sent in enumerate(ref.get("sentences") or []):
+            sent = sent if isinstance(sent, dict) else {}
+            sid = f"{dataset}/{split_by}/{split}/ref{ref['ref_id']}/sent{sent.get('sent_id', k)}"
             yield Sample(
                 img_dir / file_name,
                 str(sent.get("sent", sent.get("raw", ""))),
                 masks,
                 meta={
-                    "sample_id": f"{dataset}/{split_by}/{split}/ref{ref['ref_id']}/sent{sent['sent_id']}",
+                    "sample_id": sid,
                     "dataset": dataset,
                     "split": split,
                     "split_by": split_by,

@@ -330,3 +330,13 @@ def test_build_segdt_broken_vlm_exits_2_before_any_image(bench, tmp_path, capsys
     assert tool.main(args) == 0  # the bad annotation is skipped with its file named; the rest is written
     assert "s1.json: shape 0 (target): polygon has no points" in capsys.readouterr().err
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["val/s2"]
+
+
+def test_damaged_refs_pickle_exits_2_naming_the_file(tmp_path):
+    root = tmp_path / "refer_seg"
+    (root / "refcoco").mkdir(parents=True)
+    (root / "train2014").mkdir()
+    (root / "refcoco" / "instances.json").write_text('{"images": [], "annotations": []}')
+    (root / "refcoco" / "refs(unc).p").write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(InputError, match=r"refs\(unc\)\.p: not a readable refs pickle"):
+        load_dataset("refcoco", root, "val")

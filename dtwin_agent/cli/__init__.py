@@ -18,6 +18,7 @@ from dtwin_agent.cli.mcp import mcp
 from dtwin_agent.cli.models import models_app
 from dtwin_agent.cli.segment import segment, twin
 from dtwin_agent.cli.twins import twins_app
+from dtwin_agent.cli.ui import ui
 
 app = typer.Typer(
     cls=OneLineGroup,
@@ -53,6 +54,7 @@ app.command("segment")(segment)
 app.command("chat")(chat)
 app.command("mcp")(mcp)
 app.command("eval")(eval_command)
+app.command("ui")(ui)
 app.add_typer(models_app, name="models")
 app.add_typer(cache_app, name="cache")
 app.add_typer(twins_app, name="twins")

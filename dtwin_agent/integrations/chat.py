@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import operator
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -406,6 +407,40 @@ class ChatSession:
 
     # -- actions
 
+    def prepare(self, *, on_progress: ProgressCallback | None = None) -> DigitalTwin:
+        """Build the session's twin now, before the first request; the twin it has when it has one.
+
+        A page shows every object numbered as soon as an image is opened; the first request then
+        goes straight to reasoning over this twin, so the numbers seen before asking stay the
+        object ids of the whole conversation. The twin is built without a query (granularity and
+        labels are not guided by one) and checkpointed; held under the session's turn lock.
+
+        Args:
+            on_progress: called with every :class:`~dtwin_agent.progress.ProgressEvent` of the build.
+
+        Raises:
+            InputError: the session's twin is of another image.
+            ProviderError: a model provider kept failing.
+            SessionBusyError: another turn did not finish in time.
+
+        """
+        with turn_lock(self._lock, self.session_id, self.busy_timeout_s):
+            self._check_image()
+            twin = self.twin
+            if twin is not None:
+                return twin
+            state = stream_graph(
+                build_graph(reasoning=False).compile(),
+                {"image": self.image, "query": ""},
+                on_progress=on_progress,
+                context=self.context,
+                config={"recursion_limit": recursion_limit(self.settings)},
+            )
+            kept = ("twin", "granularity", "granularity_reason", "components", "usage", "warnings")
+            update = {"image": self.image} | {k: state[k] for k in kept if k in state}
+            self.graph.update_state(self.config, update, as_node="record_turn")
+        return state["twin"]
+
     def ask(self, query: str, *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Run one turn and return its record (see :func:`record_turn`).
 
@@ -507,3 +542,83 @@ class ChatSession:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- the sessions a store holds
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One chat session of the database, as a list of sessions shows it.
+
+    Attributes:
+        session_id: the session's id (``dtwin chat IMAGE --session ID`` resumes it).
+        image: the image file the session is about ("" when unknown).
+        turns: completed turns.
+        last_query: the request of the last completed turn ("" before the first).
+        updated: when the session's last checkpoint was written (ISO 8601, UTC).
+        has_twin: whether its twin is built.
+
+    """
+
+    session_id: str
+    image: str
+    turns: int
+    last_query: str
+    updated: str
+    has_twin: bool
+
+
+def list_sessions(
+    settings: Settings, *, db_path: str | Path | None = None, limit: int = 50, session_id: str | None = None
+) -> list[SessionSummary]:
+    """The chat sessions of the database (``dtwin chat``'s and the web page's), most recently used first.
+
+    Reads the latest checkpoint of each session; a missing database means no session (it is not
+    created here).
+
+    Args:
+        settings: where the database is (``<cache.dir>/sessions.sqlite``) unless ``db_path`` is given.
+        db_path: the checkpoint database.
+        limit: at most this many sessions (the most recently used).
+        session_id: only this session (an empty list when the database has no record of it).
+
+    Raises:
+        SessionStoreError: the database is damaged or cannot be read.
+
+    """
+    path = Path(db_path) if db_path else sessions_db(settings)
+    if not path.is_file():
+        return []
+    saver = open_checkpointer(path, sessions_root(settings), checkpoint_serializer())
+    try:
+        if session_id is not None:
+            thread_ids = [session_id]
+        else:
+            with saver.cursor(transaction=False) as cur:
+                cur.execute(  # checkpoint ids are time-ordered (uuid6): the largest is the latest
+                    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+                    "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT ?",
+                    (max(0, int(limit)),),
+                )
+                thread_ids = [str(row[0]) for row in cur.fetchall()]
+        summaries = []
+        for thread_id in thread_ids:
+            found = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+            if found is None:
+                continue
+            values = found.checkpoint.get("channel_values") or {}
+            turns = list(values.get("turns") or [])
+            summaries.append(
+                SessionSummary(
+                    session_id=thread_id,
+                    image=str(values.get("image") or ""),
+                    turns=len(turns),
+                    last_query=str(turns[-1].get("query", "")) if turns else "",
+                    updated=str(found.checkpoint.get("ts") or ""),
+                    has_twin=values.get("twin") is not None,
+                )
+            )
+        return summaries
+    finally:
+        saver.conn.close()

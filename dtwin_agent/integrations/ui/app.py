@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 OBJECTS_PNG = "objects.png"
 """Every object numbered, written once per session into its folder."""
+IMAGE_HEIGHT = 380
 CSS = "#progress textarea {font-family: ui-monospace, monospace; font-size: 12px;}"
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ class Page:
         usage = turn.get("usage") if turn else chat.values.get("usage")
         return {
             c["answer_image"]: files.get("overlay"),
-            c["answer"]: views.short_answer(turn) if turn else "*ask something about the image*",
+            c["answer"]: views.short_answer(turn).replace("\n", "\n\n") if turn else "*ask about the image*",
             c["chosen"]: views.chosen_rows(turn),
             c["download_mask"]: gr.DownloadButton(value=files.get("mask"), interactive=bool(files)),
             c["download_result"]: gr.DownloadButton(value=files.get("result"), interactive=bool(files)),
@@ -261,11 +262,8 @@ class Page:
                 if turn is None:
                     yield {c["progress"]: lines}
                 else:
-                    status = (
-                        "done: nothing chosen"
-                        if not turn["ids"]
-                        else f"done: chose {len(turn['ids'])} object(s)"
-                    )
+                    chose = f"chose {len(turn['ids'])} object(s)" if turn["ids"] else "nothing chosen"
+                    status = f"turn {turn['turn']} done: {chose}"
                     yield {c["progress"]: lines, **self.values(chat, status)}
         except Exception as exc:  # noqa: BLE001
             yield {c["query"]: query, **self._failed(exc, session_id)}
@@ -397,7 +395,11 @@ def build_app(
                         elem_id="objects-image",
                     )
                     c["answer_image"] = gr.Image(
-                        label="answer", type="filepath", interactive=False, elem_id="answer-image"
+                        label="answer",
+                        type="filepath",
+                        interactive=False,
+                        height=IMAGE_HEIGHT,
+                        elem_id="answer-image",
                     )
                 c["progress"] = gr.Textbox(
                     label="progress", lines=8, max_lines=16, interactive=False, elem_id="progress"
@@ -422,6 +424,7 @@ def build_app(
                     label="chosen objects",
                     interactive=False,
                     wrap=True,
+                    column_widths=["10%", "45%", "45%"],
                     elem_id="chosen",
                 )
                 with gr.Row():

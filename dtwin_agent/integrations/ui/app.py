@@ -334,6 +334,120 @@ class Page:
             return {self.c["status"]: f"no object at ({x}, {y})"}
         return self.on_object(object_id, session_id)
 
+    # -- the layout
+
+    def blocks(self) -> gr.Blocks:
+        """The page's layout, its events wired to this object's handlers."""
+        picks = [str(p) for p in images_under(self.pool.roots)]
+        with gr.Blocks(title="dtwin: reasoning segmentation", analytics_enabled=False) as app:
+            c = self.c
+            c["session"] = gr.State(None)
+            gr.Markdown("## dtwin: reasoning segmentation over a digital twin")
+            c["header"] = gr.Markdown(elem_id="header")
+            c["status"] = gr.Markdown(elem_id="status")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        c["upload"] = gr.File(
+                            label=f"upload an image (at most {self.pool.max_bytes / 2**20:g} MiB)",
+                            file_types=["image"],
+                            type="filepath",
+                            height=110,
+                            elem_id="upload",
+                        )
+                        with gr.Column():
+                            c["pick"] = gr.Dropdown(
+                                choices=picks,
+                                value=None,
+                                allow_custom_value=True,
+                                label="or pick an image under " + ", ".join(str(r) for r in self.pool.roots),
+                                elem_id="pick",
+                            )
+                            c["pick_button"] = gr.Button("open", size="sm", elem_id="pick-button")
+                    with gr.Row():
+                        c["objects_image"] = gr.Image(
+                            label="objects (click one)",
+                            type="filepath",
+                            interactive=False,
+                            elem_id="objects-image",
+                        )
+                        c["answer_image"] = gr.Image(
+                            label="answer",
+                            type="filepath",
+                            interactive=False,
+                            height=IMAGE_HEIGHT,
+                            elem_id="answer-image",
+                        )
+                    c["progress"] = gr.Textbox(
+                        label="progress", lines=8, max_lines=16, interactive=False, elem_id="progress"
+                    )
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        c["sessions"] = gr.Dropdown(label="sessions", choices=[], scale=4, elem_id="sessions")
+                        with gr.Column(scale=1, min_width=100):
+                            c["reopen"] = gr.Button("reopen", size="sm", elem_id="reopen")
+                            c["refresh"] = gr.Button("refresh list", size="sm", elem_id="refresh")
+                    c["chat"] = gr.Chatbot(label="chat", height=260, elem_id="chat", buttons=["copy"])
+                    c["query"] = gr.Textbox(
+                        label="ask", placeholder="e.g. what would I cut bread with?", elem_id="query", lines=1
+                    )
+                    with gr.Row():
+                        c["ask"] = gr.Button("ask", variant="primary", elem_id="ask-button")
+                        c["undo"] = gr.Button("undo last turn", elem_id="undo-button")
+                        c["new"] = gr.Button("new session", elem_id="new-button")
+                    c["answer"] = gr.Markdown(elem_id="answer")
+                    c["chosen"] = gr.Dataframe(
+                        headers=views.CHOSEN_HEADERS,
+                        label="chosen objects",
+                        interactive=False,
+                        wrap=True,
+                        column_widths=["10%", "45%", "45%"],
+                        elem_id="chosen",
+                    )
+                    with gr.Row():
+                        c["turn"] = gr.Dropdown(label="turn", choices=[], scale=2, elem_id="turn")
+                        c["download_mask"] = gr.DownloadButton(
+                            "mask.png", interactive=False, size="sm", elem_id="download-mask"
+                        )
+                        c["download_result"] = gr.DownloadButton(
+                            "result.json", interactive=False, size="sm", elem_id="download-result"
+                        )
+            with gr.Row():
+                with gr.Column(scale=2):
+                    c["object"] = gr.Dropdown(label="object", choices=[], elem_id="object")
+                    c["object_info"] = gr.Markdown(elem_id="object-info")
+                c["object_image"] = gr.Image(
+                    label="the object alone",
+                    type="filepath",
+                    interactive=False,
+                    scale=1,
+                    elem_id="object-image",
+                )
+            with gr.Accordion("components and usage per stage", open=True):
+                c["components"] = gr.Markdown(elem_id="components")
+                c["usage"] = gr.Dataframe(
+                    headers=views.USAGE_HEADERS, label="usage", interactive=False, elem_id="usage"
+                )
+
+            session = c["session"]
+            everything = [v for k, v in c.items()]
+            quiet = {"show_progress": "hidden", "api_visibility": "private"}
+            app.load(self.on_load, [session], everything, **quiet)
+            c["upload"].upload(self.on_upload, [c["upload"], session], everything, **quiet)
+            c["pick_button"].click(self.on_pick, [c["pick"], session], everything, **quiet)
+            c["new"].click(self.on_new, [session], everything, **quiet)
+            for trigger in (c["ask"].click, c["query"].submit):
+                trigger(self.on_ask, [c["query"], session], everything, **quiet)
+            c["undo"].click(self.on_undo, [session], everything, **quiet)
+            c["reopen"].click(self.on_reopen, [c["sessions"], session], everything, **quiet)
+            c["refresh"].click(self.on_refresh, [session], [c["sessions"]], **quiet)
+            c["turn"].input(self.on_turn, [c["turn"], session], everything, **quiet)
+            c["object"].input(self.on_object, [c["object"], session], everything, **quiet)
+            c["objects_image"].select(self.on_click, [session], everything, **quiet)
+            c["answer_image"].select(self.on_click, [session], everything, **quiet)
+            app.unload(self.pool.close)
+        return app
+
 
 def build_app(
     settings: Settings,
@@ -360,112 +474,7 @@ def build_app(
         extra_images=[image] if image is not None else [],
         proposer=proposer,
     )
-    page = Page(pool, image)
-    picks = [str(p) for p in images_under(pool.roots)]
-    with gr.Blocks(title="dtwin: reasoning segmentation", analytics_enabled=False) as app:
-        c = page.c
-        c["session"] = gr.State(None)
-        gr.Markdown("## dtwin: reasoning segmentation over a digital twin")
-        c["header"] = gr.Markdown(elem_id="header")
-        c["status"] = gr.Markdown(elem_id="status")
-        with gr.Row():
-            with gr.Column(scale=3):
-                with gr.Row():
-                    c["upload"] = gr.File(
-                        label=f"upload an image (at most {max_file_mb:g} MiB)",
-                        file_types=["image"],
-                        type="filepath",
-                        height=110,
-                        elem_id="upload",
-                    )
-                    with gr.Column():
-                        c["pick"] = gr.Dropdown(
-                            choices=picks,
-                            value=None,
-                            allow_custom_value=True,
-                            label="or pick an image under " + ", ".join(str(r) for r in pool.roots),
-                            elem_id="pick",
-                        )
-                        c["pick_button"] = gr.Button("open", size="sm", elem_id="pick-button")
-                with gr.Row():
-                    c["objects_image"] = gr.Image(
-                        label="objects (click one)",
-                        type="filepath",
-                        interactive=False,
-                        elem_id="objects-image",
-                    )
-                    c["answer_image"] = gr.Image(
-                        label="answer",
-                        type="filepath",
-                        interactive=False,
-                        height=IMAGE_HEIGHT,
-                        elem_id="answer-image",
-                    )
-                c["progress"] = gr.Textbox(
-                    label="progress", lines=8, max_lines=16, interactive=False, elem_id="progress"
-                )
-            with gr.Column(scale=2):
-                with gr.Row():
-                    c["sessions"] = gr.Dropdown(label="sessions", choices=[], scale=4, elem_id="sessions")
-                    with gr.Column(scale=1, min_width=100):
-                        c["reopen"] = gr.Button("reopen", size="sm", elem_id="reopen")
-                        c["refresh"] = gr.Button("refresh list", size="sm", elem_id="refresh")
-                c["chat"] = gr.Chatbot(label="chat", height=260, elem_id="chat", buttons=["copy"])
-                c["query"] = gr.Textbox(
-                    label="ask", placeholder="e.g. what would I cut bread with?", elem_id="query", lines=1
-                )
-                with gr.Row():
-                    c["ask"] = gr.Button("ask", variant="primary", elem_id="ask-button")
-                    c["undo"] = gr.Button("undo last turn", elem_id="undo-button")
-                    c["new"] = gr.Button("new session", elem_id="new-button")
-                c["answer"] = gr.Markdown(elem_id="answer")
-                c["chosen"] = gr.Dataframe(
-                    headers=views.CHOSEN_HEADERS,
-                    label="chosen objects",
-                    interactive=False,
-                    wrap=True,
-                    column_widths=["10%", "45%", "45%"],
-                    elem_id="chosen",
-                )
-                with gr.Row():
-                    c["turn"] = gr.Dropdown(label="turn", choices=[], scale=2, elem_id="turn")
-                    c["download_mask"] = gr.DownloadButton(
-                        "mask.png", interactive=False, size="sm", elem_id="download-mask"
-                    )
-                    c["download_result"] = gr.DownloadButton(
-                        "result.json", interactive=False, size="sm", elem_id="download-result"
-                    )
-        with gr.Row():
-            with gr.Column(scale=2):
-                c["object"] = gr.Dropdown(label="object", choices=[], elem_id="object")
-                c["object_info"] = gr.Markdown(elem_id="object-info")
-            c["object_image"] = gr.Image(
-                label="the object alone", type="filepath", interactive=False, scale=1, elem_id="object-image"
-            )
-        with gr.Accordion("components and usage per stage", open=True):
-            c["components"] = gr.Markdown(elem_id="components")
-            c["usage"] = gr.Dataframe(
-                headers=views.USAGE_HEADERS, label="usage", interactive=False, elem_id="usage"
-            )
-
-        session = c["session"]
-        everything = [v for k, v in c.items()]
-        quiet = {"show_progress": "hidden", "api_visibility": "private"}
-        app.load(page.on_load, [session], everything, **quiet)
-        c["upload"].upload(page.on_upload, [c["upload"], session], everything, **quiet)
-        c["pick_button"].click(page.on_pick, [c["pick"], session], everything, **quiet)
-        c["new"].click(page.on_new, [session], everything, **quiet)
-        for trigger in (c["ask"].click, c["query"].submit):
-            trigger(page.on_ask, [c["query"], session], everything, **quiet)
-        c["undo"].click(page.on_undo, [session], everything, **quiet)
-        c["reopen"].click(page.on_reopen, [c["sessions"], session], everything, **quiet)
-        c["refresh"].click(page.on_refresh, [session], [c["sessions"]], **quiet)
-        c["turn"].input(page.on_turn, [c["turn"], session], everything, **quiet)
-        c["object"].input(page.on_object, [c["object"], session], everything, **quiet)
-        c["objects_image"].select(page.on_click, [session], everything, **quiet)
-        c["answer_image"].select(page.on_click, [session], everything, **quiet)
-        app.unload(pool.close)
-    return app
+    return Page(pool, image).blocks()
 
 
 def serve(

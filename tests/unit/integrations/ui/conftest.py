@@ -1,0 +1,44 @@
+"""Shared fixtures of the web page's unit tests: settings with a private cache, a scene, a pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.scenes import ColourProposer, write_scene
+
+from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.integrations.ui.pool import SessionPool
+
+MB = 2**20
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return resolve_settings(
+        overrides={
+            "cache.dir": str(tmp_path / "cache"),
+            "models.llm": "offline:lexical",
+            "perception.granularity": "object",
+        }
+    )
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_scene(folder / "scene.png")
+    return folder
+
+
+@pytest.fixture
+def proposer() -> ColourProposer:
+    return ColourProposer()
+
+
+@pytest.fixture
+def pool(settings: Settings, photos: Path, proposer: ColourProposer):
+    opened = SessionPool(settings, [photos], max_bytes=MB, proposer=proposer)
+    yield opened
+    opened.close()

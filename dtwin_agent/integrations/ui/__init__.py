@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_app", "serve"]
+__all__ = ["build_page", "serve"]
 
 
 def __getattr__(name: str) -> Any:  # Gradio is imported only when the page is wanted

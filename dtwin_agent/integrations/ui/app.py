@@ -1,7 +1,7 @@
 """The Gradio page of ``dtwin ui``: open an image, watch its twin being built, chat, inspect, download.
 
-:func:`build_app` lays the page out and wires its events to a :class:`Page`; :func:`serve` launches
-it on ``127.0.0.1`` (default) and blocks. Each browser tab keeps only its session id (a
+:func:`build_page` makes a :class:`Page` (``blocks()`` lays it out and wires its events);
+:func:`serve` launches it on ``127.0.0.1`` (default) and blocks. Each browser tab keeps only its session id (a
 ``gr.State``); sessions live in the same SQLite database as ``dtwin chat``'s, held open by a
 :class:`~dtwin_agent.integrations.ui.pool.SessionPool` and serialised by the session layer's lock.
 
@@ -101,7 +101,7 @@ class Page:
         self.pool = pool
         self.image = image
         self.startup_session = new_session_id() if image is not None else None
-        self.c: dict[str, Any] = {}  # the components, by name (set by build_app)
+        self.c: dict[str, Any] = {}  # the components, by name (set by blocks())
 
     # -- the page's values for a session
 
@@ -445,19 +445,18 @@ class Page:
             c["object"].input(self.on_object, [c["object"], session], everything, **quiet)
             c["objects_image"].select(self.on_click, [session], everything, **quiet)
             c["answer_image"].select(self.on_click, [session], everything, **quiet)
-            app.unload(self.pool.close)
         return app
 
 
-def build_app(
+def build_page(
     settings: Settings,
     roots: Sequence[Path] | None = None,
     *,
     image: Path | None = None,
     max_file_mb: float = MAX_FILE_MB,
     proposer: Any = None,
-) -> gr.Blocks:
-    """The page (not launched). See the module docstring.
+) -> Page:
+    """The page's handlers over a new session pool; ``.blocks()`` lays it out (not launched).
 
     Args:
         settings: models, limits and the cache folder (sessions database, session folders).
@@ -474,7 +473,7 @@ def build_app(
         extra_images=[image] if image is not None else [],
         proposer=proposer,
     )
-    return Page(pool, image).blocks()
+    return Page(pool, image)
 
 
 def serve(
@@ -486,41 +485,38 @@ def serve(
     port: int | None = None,
     max_file_mb: float = MAX_FILE_MB,
     on_ready: Callable[[str], None] | None = None,
-    block: bool = True,
-) -> gr.Blocks:
-    """Build and launch the page on ``host:port`` (default 127.0.0.1, the first free port from 7860).
+) -> None:
+    """Launch the page on ``host:port`` (default 127.0.0.1, the first free port from 7860) until interrupted.
 
     Args:
-        settings: as for :func:`build_app`.
-        roots: as for :func:`build_app`.
-        image: as for :func:`build_app`.
+        settings: as for :func:`build_page`.
+        roots: as for :func:`build_page`.
+        image: as for :func:`build_page`.
         host: the address to listen on.
         port: the port (None: Gradio's first free one from 7860).
         max_file_mb: larger image files are refused (by the upload itself too).
         on_ready: called with the page's address once it listens.
-        block: wait until interrupted (else return the running app; call ``close()`` on it).
 
     """
-    app = build_app(settings, roots, image=image, max_file_mb=max_file_mb)
-    app.queue(default_concurrency_limit=4)
-    _, url, _ = app.launch(
-        server_name=host,
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=False,
-        inbrowser=False,
-        share=False,
-        footer_links=[],
-        allowed_paths=[str(sessions_root(settings))],
-        max_file_size=int(max_file_mb * 2**20),
-        css=CSS,
-    )
-    if on_ready is not None:
-        on_ready(url)
-    if block:
-        try:
-            app.block_thread()
-        finally:
-            app.close()
-    return app
+    page = build_page(settings, roots, image=image, max_file_mb=max_file_mb)
+    app = page.blocks().queue(default_concurrency_limit=4)
+    try:
+        _, url, _ = app.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=False,
+            inbrowser=False,
+            share=False,
+            footer_links=[],
+            allowed_paths=[str(sessions_root(settings))],
+            max_file_size=int(max_file_mb * 2**20),
+            css=CSS,
+        )
+        if on_ready is not None:
+            on_ready(url)
+        app.block_thread()
+    finally:
+        app.close()
+        page.pool.close()

@@ -2,7 +2,8 @@
 
 Registered by :mod:`dtwin_agent.cli` as ``app.command("ui")(ui)``. Exit codes: 0 stopped with
 Ctrl-C, 2 bad input (a missing ``ui`` extra, an unreadable IMAGE, a --root that is not a folder),
-1 any other failure (e.g. no free port), each as one line on stderr.
+1 any other failure (e.g. no free port), each as one line on stderr. The folders images may be
+picked from are ``--root`` (repeatable), else the setting ``access.image_roots``, as for ``dtwin mcp``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def ui(
     root: Annotated[
         list[Path] | None,
         typer.Option(
-            "--root", help="folder images may be picked from (repeatable; default: the working dir)"
+            "--root", help="folder images may be picked from (repeatable; default: access.image_roots)"
         ),
     ] = None,
     *,
@@ -59,10 +60,10 @@ def ui(
     """
     from dtwin_agent.images import load_image
 
-    roots = [Path(r).expanduser() for r in root or [Path.cwd()]]
+    roots = [Path(r).expanduser() for r in root or settings.access.image_roots]
     for folder in roots:
         if not folder.is_dir():
-            raise InputError(f"--root {folder} is not a folder")
+            raise InputError(f"{folder} (a folder to pick images from) is not a folder")
     if image is not None:
         load_image(image)  # the CLI's checks, before the server starts
     _gradio_environment(settings)
@@ -80,8 +81,16 @@ def ui(
             highlight=False,
         )
 
+    if not roots:
+        err.print(
+            "warning: no --root (nor access.image_roots): images can be uploaded, not picked from a folder",
+            markup=False,
+            highlight=False,
+        )
+
     def ready(url: str) -> None:
-        typer.echo(f"dtwin ui: {url} (images from {', '.join(str(r) for r in roots)}; Ctrl-C stops)")
+        folders = ", ".join(str(r) for r in roots) or "none"
+        typer.echo(f"dtwin ui: {url} (folders to pick images from: {folders}; Ctrl-C stops)")
         sys.stdout.flush()
 
     try:

@@ -30,7 +30,7 @@ from dtwin_agent.images import load_image
 from dtwin_agent.integrations.chat import ChatSession, new_session_id
 from dtwin_agent.integrations.session_store import session_dir, sessions_root
 from dtwin_agent.integrations.ui import views
-from dtwin_agent.integrations.ui.intake import MAX_FILE_MB, images_under
+from dtwin_agent.integrations.ui.intake import images_under
 from dtwin_agent.integrations.ui.pool import SessionPool
 from dtwin_agent.outputs.files import write_png
 from dtwin_agent.outputs.overlay import twin_overlay
@@ -360,7 +360,12 @@ class Page:
                                 choices=picks,
                                 value=None,
                                 allow_custom_value=True,
-                                label="or pick an image under " + ", ".join(str(r) for r in self.pool.roots),
+                                label=(
+                                    "or pick an image under " + ", ".join(str(r) for r in self.pool.roots)
+                                    if self.pool.roots
+                                    else "no folders to pick from (start dtwin ui with --root DIR)"
+                                ),
+                                interactive=bool(self.pool.roots),
                                 elem_id="pick",
                             )
                             c["pick_button"] = gr.Button("open", size="sm", elem_id="pick-button")
@@ -453,23 +458,22 @@ def build_page(
     roots: Sequence[Path] | None = None,
     *,
     image: Path | None = None,
-    max_file_mb: float = MAX_FILE_MB,
     proposer: Any = None,
 ) -> Page:
     """The page's handlers over a new session pool; ``.blocks()`` lays it out (not launched).
 
     Args:
         settings: models, limits and the cache folder (sessions database, session folders).
-        roots: folders images may be picked from (default: the working directory).
+        roots: folders images may be picked from (default: the setting ``access.image_roots``; none:
+            picking is off, uploads work). Image files over ``access.max_file_mb`` are refused.
         image: opened in one shared session by every tab that has none (``dtwin ui IMAGE``).
-        max_file_mb: larger image files are refused.
         proposer: an already-built mask proposer (tests; keeping weights loaded).
 
     """
     pool = SessionPool(
         settings,
-        roots or [Path.cwd()],
-        max_bytes=int(max_file_mb * 2**20),
+        roots if roots is not None else [Path(r) for r in settings.access.image_roots],
+        max_bytes=int(settings.access.max_file_mb * 2**20),
         extra_images=[image] if image is not None else [],
         proposer=proposer,
     )
@@ -483,7 +487,6 @@ def serve(
     image: Path | None = None,
     host: str = HOST,
     port: int | None = None,
-    max_file_mb: float = MAX_FILE_MB,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Launch the page on ``host:port`` (default 127.0.0.1, the first free port from 7860) until interrupted.
@@ -494,11 +497,10 @@ def serve(
         image: as for :func:`build_page`.
         host: the address to listen on.
         port: the port (None: Gradio's first free one from 7860).
-        max_file_mb: larger image files are refused (by the upload itself too).
         on_ready: called with the page's address once it listens.
 
     """
-    page = build_page(settings, roots, image=image, max_file_mb=max_file_mb)
+    page = build_page(settings, roots, image=image)
     app = page.blocks().queue(default_concurrency_limit=4)
     try:
         _, url, _ = app.launch(
@@ -511,7 +513,7 @@ def serve(
             share=False,
             footer_links=[],
             allowed_paths=[str(sessions_root(settings))],
-            max_file_size=int(max_file_mb * 2**20),
+            max_file_size=page.pool.max_bytes,  # Gradio refuses larger uploads itself too
             css=CSS,
         )
         if on_ready is not None:

@@ -1,13 +1,15 @@
 """Images entering the web page: uploads stored in the session's folder, picks confined to the roots.
 
-Both go through the checks the command line and the tool make: a file size limit (the tool's
-``max_file_mb``), then :func:`~dtwin_agent.images.load_image` (unreadable, truncated, non-image or
-too large to decode safely files are refused with an :class:`~dtwin_agent.errors.ImageError`).
+Both go through the checks the command line and the tool make: a file size limit (the setting
+``access.max_file_mb``), then :func:`~dtwin_agent.images.load_image` (unreadable, truncated,
+non-image or too large to decode safely files are refused with an
+:class:`~dtwin_agent.errors.ImageError`).
 
 - :func:`store_upload` moves an uploaded file into the session's folder under a name made here
   (never the name the browser sent), so no upload lands outside it.
 - :func:`pick_image` resolves a path (symbolic links followed) and refuses any outside the allowed
-  roots (:func:`~dtwin_agent.integrations.tool.confine_path`, the MCP server's and the tool's rule).
+  roots (:func:`~dtwin_agent.images.confine`, the rule of the tool, the MCP server and the LangGraph
+  server graphs).
 - :func:`images_under` lists the image files under the roots for the page's picker.
 """
 
@@ -19,15 +21,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from langchain_core.tools import ToolException
 from PIL import Image
 
 from dtwin_agent.errors import ImageError, InputError
-from dtwin_agent.images import load_image
-from dtwin_agent.integrations.tool import DTwinSegmentTool, confine_path
+from dtwin_agent.images import confine, load_image
 
-MAX_FILE_MB: float = DTwinSegmentTool.model_fields["max_file_mb"].default
-"""Larger image files are refused (the same limit as the LangChain tool and the MCP server)."""
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 """File name endings the picker lists (any file may still be opened by path if it decodes)."""
 UPLOAD_STEM = "upload"
@@ -103,14 +101,14 @@ def pick_image(path: str, roots: Sequence[Path], *, max_bytes: int) -> Path:
     Relative paths are looked up under each root in turn; symbolic links are followed.
 
     Raises:
-        InputError: empty, outside the roots, missing, not a file or over the size limit.
-        ImageError: not a readable image.
+        InputError: no roots (picking is off; uploads still work).
+        ImageError: empty, outside the roots, missing, not a file, over the size limit, or not a
+            readable image.
 
     """
-    try:
-        resolved = confine_path(path, list(roots), max_bytes)
-    except ToolException as exc:
-        raise InputError(str(exc)) from None
+    if not roots:
+        raise InputError("no folders to pick images from: start dtwin ui with --root DIR (uploads work)")
+    resolved = confine(path, list(roots), max_bytes)
     load_image(resolved)
     return resolved
 

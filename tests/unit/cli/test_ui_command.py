@@ -56,14 +56,27 @@ def test_defaults_and_a_warning_for_other_hosts(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["ui", "--host", "0.0.0.0"])
     assert result.exit_code == 0, result.output
-    assert served["port"] is None and served["image"] is None and served["roots"] == [tmp_path]
+    assert served["port"] is None and served["image"] is None and served["roots"] == []
     assert "warning: listening on 0.0.0.0" in result.stderr
+    assert "warning: no --root (nor access.image_roots)" in result.stderr
+
+
+def test_roots_default_to_the_access_setting(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DTWIN_ACCESS__IMAGE_ROOTS", str(tmp_path))
+    result = runner.invoke(app, ["ui"])
+    assert result.exit_code == 0, result.output
+    assert served["roots"] == [tmp_path] and "warning" not in result.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--root", "/no/such/folder"], "error: --root /no/such/folder is not a folder"),
+        (
+            ["--root", "/no/such/folder"],
+            "error: /no/such/folder (a folder to pick images from) is not a folder",
+        ),
         (["missing.png"], "error: image not found: missing.png"),
         (["--port", "0"], "error: dtwin ui: Invalid value for '--port'"),
     ],

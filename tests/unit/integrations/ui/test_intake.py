@@ -83,6 +83,8 @@ def test_pick_is_confined_to_the_roots(tmp_path: Path) -> None:
         pick_image("scene.png", [root], max_bytes=10)
     with pytest.raises(ImageError, match="not an image file"):
         pick_image("text.png", [root], max_bytes=MB)
+    with pytest.raises(InputError, match="no folders to pick images from"):
+        pick_image("scene.png", [], max_bytes=MB)
 
 
 def test_images_under_lists_images_inside_the_roots_only(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ CHROMIUM_ARGS = [
 REPO = Path(__file__).resolve().parents[2]
 FAILURES = REPO / "ui-test-failures"
 START_TIMEOUT_S = 120.0
+# read at import, before the autouse fixture of tests/conftest.py removes every DTWIN_* variable
+SCREENSHOTS = os.environ.get("DTWIN_UI_SCREENSHOTS")
+STEP_TIMEOUT_S = float(os.environ.get("DTWIN_UI_STEP_TIMEOUT_S", "90"))
+LOCAL_TIMEOUT_S = float(os.environ.get("DTWIN_UI_LOCAL_TIMEOUT_S", "1800"))
 
 
 def free_port() -> int:
@@ -122,8 +126,7 @@ class Steps:
 
     def __init__(self, name: str):
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        keep = os.environ.get("DTWIN_UI_SCREENSHOTS")
-        self.keep = Path(keep) / self.name if keep else None
+        self.keep = Path(SCREENSHOTS) / self.name if SCREENSHOTS else None
         self.count = 0
 
     @contextmanager

@@ -64,7 +64,7 @@ def stream_work(
     ``(lines, result)``; an exception of ``work`` is raised here.
     """
     buffer = io.StringIO()
-    display = ProgressDisplay(Console(file=buffer, width=200, no_color=True), live=False, interval_s=2.0)
+    display = ProgressDisplay(Console(file=buffer, width=200, no_color=True), live=False, interval_s=10.0)
     outcome: dict[str, Any] = {}
 
     def run() -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 
 import pytest
-from helpers.browser import CHROMIUM, CHROMIUM_ARGS, FAILURES, Steps
+from helpers.browser import CHROMIUM, CHROMIUM_ARGS, FAILURES, STEP_TIMEOUT_S, Steps
 
 
 @pytest.fixture(scope="session")
@@ -34,4 +33,4 @@ def steps(request: pytest.FixtureRequest) -> Steps:
 @pytest.fixture
 def wait_s() -> float:
     """How long one step may take (the keyword reasoner: seconds; a loaded shared machine: more)."""
-    return float(os.environ.get("DTWIN_UI_STEP_TIMEOUT_S", "90"))
+    return STEP_TIMEOUT_S

@@ -8,12 +8,11 @@ answer of the 1.5B local LLM.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.browser import Server, clean_env, start_ui, stop_ui
+from helpers.browser import LOCAL_TIMEOUT_S, Server, clean_env, start_ui, stop_ui
 
 from dtwin_agent.offline.profile import LOCAL_LLM
 from dtwin_agent.weights import store
@@ -44,7 +43,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_a_shared_photo_on_the_local_models(browser: object, server: Server, steps) -> None:
-    wait_s = float(os.environ.get("DTWIN_UI_LOCAL_TIMEOUT_S", "900"))
+    wait_s = LOCAL_TIMEOUT_S
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     try:

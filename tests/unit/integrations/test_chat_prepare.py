@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.scenes import ColourProposer, write_scene
+from helpers.scenes import ColourProposer, scene_settings, write_scene
 
-from dtwin_agent.config import resolve_settings
 from dtwin_agent.integrations.chat import ChatSession, list_sessions, sessions_db
 
 
 def settings(tmp_path: Path):
-    return resolve_settings(
-        overrides={"cache.dir": str(tmp_path / "cache"), "models.llm": "offline:lexical",
-                   "perception.granularity": "object"}
-    )  # fmt: skip
+    return scene_settings(tmp_path / "cache", **{"models.llm": "offline:lexical"})
 
 
 def test_prepare_builds_the_twin_once_and_the_first_turn_only_reasons(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.scenes import ColourProposer, write_scene
+from helpers.scenes import ColourProposer, scene_settings, write_scene
 
-from dtwin_agent.config import Settings, resolve_settings
+from dtwin_agent.config import Settings
 from dtwin_agent.integrations.ui.pool import SessionPool
 
 MB = 2**20
@@ -15,13 +15,7 @@ MB = 2**20
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return resolve_settings(
-        overrides={
-            "cache.dir": str(tmp_path / "cache"),
-            "models.llm": "offline:lexical",
-            "perception.granularity": "object",
-        }
-    )
+    return scene_settings(tmp_path / "cache", **{"models.llm": "offline:lexical"})
 
 
 @pytest.fixture

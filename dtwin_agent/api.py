@@ -1,8 +1,9 @@
 """The Python API: :func:`build_twin`, :func:`segment` and the :class:`SegmentationResult` they return.
 
 Both accept an image as a path, a PIL image or an ``H x W x 3`` uint8 array and run the graph of
-:mod:`dtwin_agent.graph`. In-memory images are written once to the cache folder as PNG (named by
-their pixel hash) because the graph state carries image references, never pixels.
+:mod:`dtwin_agent.graph`. The graph state carries image references, never pixels: an in-memory
+image is written as PNG into a temporary folder that the run owns and removes when it ends
+(:func:`~dtwin_agent.images.image_path`).
 
 :meth:`SegmentationResult.from_state` is the one place a finished run becomes a result: the CLI,
 the LangChain tool, chat sessions (each turn) and the MCP server all get their results from it.
@@ -11,7 +12,6 @@ the LangChain tool, chat sessions (each turn) and the MCP server all get their r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.graph import build_graph, recursion_limit
 from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.state import check_query
-from dtwin_agent.images import ImageLike, image_file
+from dtwin_agent.images import ImageLike, image_path
 from dtwin_agent.progress import ProgressCallback, stream_graph
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
@@ -173,10 +173,6 @@ def _run_graph(
     )
 
 
-def _inputs(image: ImageLike, query: str, settings: Settings) -> dict[str, Any]:
-    return {"image": image_file(image, Path(settings.cache.dir) / "images"), "query": query}
-
-
 def build_twin(
     image: ImageLike,
     query: str | None = None,
@@ -201,7 +197,8 @@ def build_twin(
     resolved = _settings(settings)
     query = check_query(query, resolved, required=False)
     context = _context(resolved, proposer, cache)
-    state = _run_graph(_inputs(image, query, resolved), context, reasoning=False, on_progress=on_progress)
+    with image_path(image) as path:
+        state = _run_graph({"image": path, "query": query}, context, reasoning=False, on_progress=on_progress)
     return state["twin"]
 
 
@@ -225,5 +222,6 @@ def segment(
     resolved = _settings(settings)
     query = check_query(query, resolved, required=True)
     context = _context(resolved, proposer, cache)
-    state = _run_graph(_inputs(image, query, resolved), context, reasoning=True, on_progress=on_progress)
+    with image_path(image) as path:
+        state = _run_graph({"image": path, "query": query}, context, reasoning=True, on_progress=on_progress)
     return SegmentationResult.from_state(state)

@@ -324,31 +324,25 @@ def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], max_byt
     raise ImageError(f"no image at {text} (relative paths are looked up in {allowed}); pass an existing file")
 
 
-def image_file(image: ImageLike, folder: str | Path) -> str:
-    """A file path for a graph state: the path itself, or a PNG written once to ``folder``.
+@contextmanager
+def image_path(image: ImageLike) -> Iterator[str]:
+    """A file path for a graph state, valid for as long as the ``with`` block runs.
 
-    Graph states carry image references, never pixels: an in-memory image (PIL or array) is saved
-    as ``<folder>/<pixel sha256>.png`` (atomically; reused when it exists).
+    Graph states carry image references, never pixels. A path is checked and given back (resolved);
+    an in-memory image (PIL or array) is written as PNG into a temporary folder that this context
+    owns and removes on exit: nothing is left under the cache folder or anywhere else.
 
     Raises:
         ImageError: if the image cannot be read (checked here, before any model is called).
     """
     loaded = load_image(image)
-    if isinstance(image, (str, Path)):
-        return str(Path(image).resolve())
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{loaded.sha256}.png"
-    if not path.exists():  # a temporary name of its own: concurrent writers never share a half file
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                Image.fromarray(loaded.rgb).save(fh, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return str(path)
+    if isinstance(image, (str, os.PathLike)):
+        yield str(Path(image).resolve())
+        return
+    with tempfile.TemporaryDirectory(prefix="dtwin-image-") as folder:
+        path = Path(folder) / f"{loaded.sha256[:16]}.png"
+        Image.fromarray(loaded.rgb).save(path, format="PNG")
+        yield str(path)
 
 
 def downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

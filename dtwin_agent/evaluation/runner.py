@@ -40,10 +40,11 @@ from pydantic import BaseModel, Field
 from dtwin_agent.errors import ConfigError, InputError, ProviderError
 from dtwin_agent.evaluation.datasets import EVAL_SPLITS, Sample, canonical_name, check_options, load_dataset
 from dtwin_agent.evaluation.engines import get_engine, split_limit
-from dtwin_agent.evaluation.jsonl import JsonlWriter, atomic_write, read_jsonl
+from dtwin_agent.evaluation.jsonl import JsonlWriter, read_jsonl
 from dtwin_agent.evaluation.metrics import EMPTY_RULES, EmptyRule, from_counts, intersection_union, sample_iou
 from dtwin_agent.evaluation.progress import Progress, ProgressCallback
 from dtwin_agent.evaluation.work import WorkSpec, as_settings, check_models, describe
+from dtwin_agent.outputs.files import write_text
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "run.json"
@@ -377,7 +378,7 @@ def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
                 "use another output folder"
             )
         manifest = {**old, **manifest, "splits": sorted(set(old.get("splits", [])) | set(manifest["splits"]))}
-    atomic_write(path, json.dumps(manifest, indent=2) + "\n")
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def run_eval(
@@ -554,8 +555,8 @@ def run_eval(
     )
     report.markdown = render_markdown(report)
     if write_summary:
-        atomic_write(out / SUMMARY_MD, report.markdown)
-        atomic_write(out / SUMMARY_JSON, report.model_dump_json(indent=2) + "\n")
+        write_text(out / SUMMARY_MD, report.markdown)
+        write_text(out / SUMMARY_JSON, report.model_dump_json(indent=2) + "\n")
     return report
 
 

@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from dtwin_agent.errors import InputError
-from dtwin_agent.evaluation.jsonl import JsonlWriter, atomic_write, iter_lines, read_jsonl
+from dtwin_agent.evaluation.jsonl import JsonlWriter, iter_lines, read_jsonl
+from dtwin_agent.outputs.files import write_text
 from dtwin_agent.twin import DigitalTwin
 
 MANIFEST = "twins.json"
@@ -132,7 +133,7 @@ class TwinShards:
         else:
             merged = {"version": SHARDS_VERSION, "num_shards": DEFAULT_SHARDS, **manifest}
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        write_text(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
         return cls(out, merged)
 
     @classmethod

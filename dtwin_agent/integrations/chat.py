@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import operator
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
@@ -44,6 +45,7 @@ from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes import confine_image
 from dtwin_agent.graph.nodes._common import settings_of
 from dtwin_agent.graph.state import check_query, checkpoint_serializer, merge_dicts
+from dtwin_agent.images import ImageLike
 from dtwin_agent.integrations.session_store import (
     check_session_id,
     open_checkpointer,
@@ -315,7 +317,8 @@ class ChatSession:
         ...     chat.ask("only the one on the left")
 
     Args:
-        image: the image file (the same file, by pixel content, as earlier turns of the session).
+        image: the image (a file, a PIL image or an array; the same pixels as earlier turns of the
+            session).
         session_id: resume this session; a new id when None (see :attr:`session_id`). Any string of
             at most 200 characters without control characters; its folder name is
             :func:`~dtwin_agent.integrations.session_store.session_folder_name`.
@@ -332,7 +335,7 @@ class ChatSession:
 
     def __init__(
         self,
-        image: str | Path,
+        image: ImageLike,
         *,
         session_id: str | None = None,
         settings: Settings | dict[str, Any] | None = None,
@@ -340,19 +343,25 @@ class ChatSession:
         db_path: str | Path | None = None,
         busy_timeout_s: float = 600.0,
     ):
-        from dtwin_agent.images import image_file
+        from dtwin_agent.images import image_path
 
         self.settings = (
             settings if isinstance(settings, Settings) else resolve_settings(overrides=settings or {})
         )
         self.session_id = new_session_id() if session_id is None else check_session_id(session_id)
         self.busy_timeout_s = busy_timeout_s
-        self.image = image_file(image, Path(self.settings.cache.dir) / "images")
+        # an in-memory image lives in a temporary file for as long as this object (removed by close)
+        self._image_scope = ExitStack()
+        self.image = self._image_scope.enter_context(image_path(image))
         self.context = Context(settings=self.settings, proposer=proposer)
         self.db_path = Path(db_path) if db_path else sessions_db(self.settings)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = session_lock(self.settings, self.session_id)
-        saver = open_checkpointer(self.db_path, sessions_root(self.settings), checkpoint_serializer())
+        try:
+            self._lock = session_lock(self.settings, self.session_id)
+            saver = open_checkpointer(self.db_path, sessions_root(self.settings), checkpoint_serializer())
+        except BaseException:
+            self._image_scope.close()
+            raise
         self._conn = saver.conn
         try:
             self.graph = build_chat_graph().compile(checkpointer=saver)
@@ -534,8 +543,9 @@ class ChatSession:
         return removed
 
     def close(self) -> None:
-        """Close the checkpoint database."""
+        """Close the checkpoint database and remove the temporary file of an in-memory image."""
         self._conn.close()
+        self._image_scope.close()
 
     def __enter__(self) -> ChatSession:
         return self

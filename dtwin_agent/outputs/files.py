@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,19 +35,34 @@ from dtwin_agent.outputs.overlay import twin_overlay
 from dtwin_agent.twin import DigitalTwin
 
 
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """Create a new, uniquely named temporary file beside ``path``; returns ``(fd, its path)``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) the file is created with mode 0666 less the umask,
+    so the finished file gets the mode any other new file of the user gets.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def _stage(path: Path, data: bytes) -> Path:
     """Write ``data`` to a synced temporary file beside ``path``; returns the temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp)
+    return tmp
 
 
 def _sync_dir(folder: Path) -> None:
@@ -110,6 +126,11 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, data: Any) -> Path:

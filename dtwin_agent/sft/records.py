@@ -20,7 +20,6 @@ decision words and of the final id list, which the loss of Eq. 10 weights (:mod:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -316,13 +315,8 @@ def read_records(path: str | Path, *, require_annotated: bool = False) -> list[S
 
 def write_records(path: str | Path, records: Iterable[SegDTRecord]) -> int:
     """Write records as JSONL atomically (temp file + rename); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(rec.model_dump_json() + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    from dtwin_agent.outputs.files import write_text
+
+    lines = [rec.model_dump_json() + "\n" for rec in records]
+    write_text(path, "".join(lines))
+    return len(lines)

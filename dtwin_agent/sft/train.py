@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from dtwin_agent.errors import ConfigError, InputError
+from dtwin_agent.outputs.files import write_text
 from dtwin_agent.sft.loss import IGNORE_INDEX, Reduction, span_weights, weighted_lm_loss
 from dtwin_agent.sft.records import SegDTRecord, render_messages, render_target
 
@@ -332,7 +332,5 @@ def save_adapter(
         ("train_config.json", config.model_dump()),
         ("train_log.json", result.model_dump()),
     ):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out / name)
+        write_text(out / name, json.dumps(payload, indent=2) + "\n")
     return out

@@ -184,6 +184,7 @@ def test_16_bit_grey_is_scaled_by_the_range_it_uses(tmp_path, kind):
 )
 def test_16_bit_colour_files_keep_their_depth(tmp_path, fmt, alpha):
     import cv2
+
     red, green, blue = stripes(), stripes()[:, ::-1], np.full((8, 16), 2000, np.uint16)
     channels = [blue, green, red] + ([np.full((8, 16), 65535, np.uint16)] if alpha else [])
     path = tmp_path / f"colour16.{fmt}"
@@ -258,18 +259,30 @@ def test_images_over_the_limit_are_refused_with_the_projects_message(tmp_path, m
     assert "could be decompression bomb DOS attack" not in str(raised.value)
 
 
-def test_in_memory_images_written_by_many_threads_at_once_are_whole(tmp_path):
+def test_in_memory_images_live_in_a_temporary_file_owned_by_the_run(tmp_path, monkeypatch):
+    import tempfile
     import threading
 
-    from dtwin_agent.images import image_file
+    from dtwin_agent.images import image_path
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     rgb = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
-    paths = []
-    threads = [threading.Thread(target=lambda: paths.append(image_file(rgb, tmp_path))) for _ in range(8)]
+    seen = []
+
+    def run():
+        with image_path(rgb) as path:
+            seen.append((path, np.array_equal(np.asarray(Image.open(path)), rgb)))
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert len(set(paths)) == 1
-    assert np.array_equal(np.asarray(Image.open(paths[0])), rgb)
-    assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]  # no temporary file left
+    assert len(seen) == 8 and all(whole for _, whole in seen)
+    assert len({path for path, _ in seen}) == 8  # each run its own file: no shared half-written file
+    assert list(tmp_path.iterdir()) == []  # all removed when the runs ended
+    file = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(file)
+    with image_path(file) as path:
+        assert path == str(file.resolve())
+    assert file.is_file()  # a caller's file is never removed

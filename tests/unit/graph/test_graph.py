@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from helpers.fakes import ScriptedChatModel, StaticProposer, human_text, region_ids, three_box_scene, twin_of
 from langgraph.checkpoint.memory import InMemorySaver
+from PIL import Image
 
 from dtwin_agent.api import build_twin, segment
-from dtwin_agent.config import Settings
+from dtwin_agent.config import resolve_settings
 from dtwin_agent.errors import InputError
 from dtwin_agent.graph import build_graph
 from dtwin_agent.graph.context import Context
@@ -39,7 +40,7 @@ def scripted_llm(step_answers):
 
 def settings_with(vlm, llm, **extra):
     base = {"models.vlm": vlm, "models.llm": llm, "cache.enabled": False, "perception.max_image_side": 96}
-    return Settings().merged(base | extra)
+    return resolve_settings(overrides=base | extra)  # the environment the isolating fixture set, too
 
 
 @pytest.fixture
@@ -187,9 +188,9 @@ def test_stream_yields_one_update_per_node(scene, tmp_path):
     graph = build_graph().compile(checkpointer=InMemorySaver())
     llm = scripted_llm(['{"objects": [{"id": 2}]}', '{"objects": [{"id": 2}]}'])
     settings = settings_with(label_vlm(), llm)
-    from dtwin_agent.images import image_file
-
-    inputs = {"image": image_file(img, tmp_path), "query": "fruit"}
+    path = tmp_path / "scene.png"
+    Image.fromarray(img).save(path)
+    inputs = {"image": str(path), "query": "fruit"}
     nodes = [
         next(iter(chunk))
         for chunk in graph.stream(

@@ -17,7 +17,7 @@ from helpers.fakes import StaticProposer, three_box_scene  # noqa: E402
 from helpers.openai_server import OpenAIServer, send_completion  # noqa: E402
 
 from dtwin_agent.api import segment  # noqa: E402
-from dtwin_agent.config import Settings  # noqa: E402
+from dtwin_agent.config import resolve_settings  # noqa: E402
 
 NAMES = {1: "blue bowl", 2: "red apple", 3: "green pear"}
 
@@ -50,8 +50,8 @@ def server():
 
 def test_segment_through_chatopenai_base_url(server):
     img, masks = three_box_scene()
-    settings = Settings().merged(
-        {
+    settings = resolve_settings(
+        overrides={
             "models.vlm": "openai:test-vlm",
             "models.vlm_base_url": server.url,
             "models.vlm_api_key": "k",

@@ -4,12 +4,18 @@ A node builds a :class:`Usage`, passes it to :func:`dtwin_agent.llm.call.invoke_
 records every call) and returns ``usage.model_dump()`` in its state update; the graph state adds the
 updates of all nodes with the reducer :func:`merge_usage`. Token counts come from
 ``AIMessage.usage_metadata``; a provider that reports none counts 0.
+
+Work that happens deep inside a node on its behalf, such as starting the local LLM server, is
+recorded in the node's :class:`Usage` while the node holds it as :func:`current_usage`
+(``with usage.recording(): ...``), under a stage of its own (``local_llm_start``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
@@ -98,6 +104,15 @@ class Usage(BaseModel):
             out.stages[stage] = out.stages.get(stage, StageUsage()) + row
         return out
 
+    @contextmanager
+    def recording(self) -> Iterator[Usage]:
+        """Make this the :func:`current_usage` of the code run inside the ``with`` block."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
     def total(self) -> StageUsage:
         """All stages added together."""
         out = StageUsage()
@@ -121,6 +136,14 @@ class Usage(BaseModel):
 
         rule = "  ".join("-" * w for w in widths)
         return "\n".join([line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
+
+
+_CURRENT: ContextVar[Usage | None] = ContextVar("dtwin_current_usage", default=None)
+
+
+def current_usage() -> Usage | None:
+    """The :class:`Usage` the running node records into (``None`` outside :meth:`Usage.recording`)."""
+    return _CURRENT.get()
 
 
 def tokens_of(message: Any) -> tuple[int, int]:

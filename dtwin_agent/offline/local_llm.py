@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dtwin_agent.errors import ConfigError, ProviderError
+from dtwin_agent.llm.usage import current_usage
+from dtwin_agent.progress import emit
 
 __all__ = [
     "LocalServer",
@@ -55,6 +57,8 @@ _PARSED_FALSE_ALARM = (
 )
 HEARTBEAT_S = 30.0  # llama.cpp's server sends an SSE comment this often while a streamed request runs
 _READY = "DTWIN_LOCAL_LLM_READY "
+STARTUP_STAGE = "local_llm_start"
+"""The progress and usage stage of starting the server (model load and warm-up)."""
 
 
 def default_threads() -> int:
@@ -175,14 +179,28 @@ def start_server(
 def ensure_server(
     model_path: str | os.PathLike, *, n_ctx: int = DEFAULT_CTX, threads: int | None = None
 ) -> LocalServer:
-    """The running server for this model file, started on first use (one per file, ctx, threads)."""
+    """The running server for this model file, started on first use (one per file, ctx, threads).
+
+    A start is reported as progress stage ``local_llm_start`` (start and end, with its seconds) and
+    recorded under that stage in the running node's :func:`~dtwin_agent.llm.usage.current_usage`.
+    """
     threads = threads or default_threads()
     key = (str(Path(model_path).resolve()), n_ctx, threads)
     with _LOCK:
         server = _SERVERS.get(key)
         if server is not None and server.alive():
             return server
-        server = start_server(model_path, n_ctx=n_ctx, threads=threads)
+        what = f"{Path(model_path).name}, {threads} threads, context {n_ctx}"
+        emit(STARTUP_STAGE, "start", message=what)
+        try:
+            server = start_server(model_path, n_ctx=n_ctx, threads=threads)
+        except ProviderError as exc:
+            emit(STARTUP_STAGE, "error", message=str(exc))
+            raise
+        emit(STARTUP_STAGE, "end", message=what, seconds=server.started_s)
+        usage = current_usage()  # the start-up is a stage of its own, not part of the node's model calls
+        if usage is not None:
+            usage.add(STARTUP_STAGE, calls=1, seconds=server.started_s)
         _SERVERS[key] = server
         return server
 
@@ -199,11 +217,12 @@ def stop_all() -> None:
 def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kwargs: Any) -> Any:
     """A ``ChatOpenAI`` talking to a local llama.cpp server for ``model_name`` (started if needed).
 
-    Answers are streamed. Reading a long prompt on a CPU legitimately takes minutes before the
-    first token, but llama.cpp's server sends a heartbeat (an SSE comment) every
-    :data:`HEARTBEAT_S` seconds meanwhile, so the read timeout is the longest silence allowed,
-    ``models.local_stall_s``: a working server is never cut off however long the prompt, a stalled
-    one is detected within that time. The work of one call is bounded anyway (the context size,
+    Answers are streamed, with llama.cpp's prompt progress: the tokens read and written are reported as
+    progress events while a call runs (:mod:`dtwin_agent.llm.llamacpp`). Reading a long prompt on a CPU
+    legitimately takes minutes before the first token, but llama.cpp's server sends a heartbeat (an SSE
+    comment) every :data:`HEARTBEAT_S` seconds meanwhile, so the read timeout is the longest silence
+    allowed, ``models.local_stall_s``: a working server is never cut off however long the prompt, a
+    stalled one is detected within that time. The work of one call is bounded anyway (the context size,
     ``max_tokens``). The client never re-sends on its own (``max_retries=0``): retries happen in
     :mod:`dtwin_agent.llm.retry`, counted in ``usage``. The model is named ``local:NAME`` in messages.
 
@@ -221,7 +240,7 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
     from dtwin_agent.weights import store
 
     try:
-        from langchain_openai import ChatOpenAI
+        from dtwin_agent.llm.llamacpp import LlamaCppChatOpenAI
     except ImportError as exc:
         raise ConfigError("the local LLM needs langchain-openai: pip install 'dtwin-agent[local]'") from exc
     path = store.resolve_model(model_name, settings)
@@ -230,7 +249,7 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
     server = ensure_server(path, n_ctx=n_ctx, threads=kwargs.pop("threads", None))
     options = local_client_options(server.openai_base_url, model_name if spec else path.name, settings)
     options.update(kwargs)
-    return ChatOpenAI(**options)
+    return LlamaCppChatOpenAI(**options)
 
 
 def local_client_options(base_url: str, model: str, settings: Any = None) -> dict[str, Any]:
@@ -288,6 +307,7 @@ def _serve(argv: list[str] | None = None) -> int:
     params.model.path = args.model
     params.n_ctx = args.ctx
     params.n_parallel = 1
+    params.n_batch = 512  # = n_ubatch: the same compute; prompt progress is streamed every 512 tokens
     params.port = args.port
     params.hostnames = ["127.0.0.1"]
     params.cpuparams.n_threads = args.threads

@@ -35,8 +35,9 @@ def select_granularity(state: dict[str, Any], runtime: Runtime[Context]) -> dict
 
     usage = Usage()
     if is_offline(settings.models.vlm):
-        reasoner = get_reasoner(settings)
-        reply = reasoner.granularity(query, usage)
+        with usage.recording():  # a local LLM server started here is its own usage stage
+            reasoner = get_reasoner(settings)
+            reply = reasoner.granularity(query, usage)
         choice, notes, component = reply.value, reply.report.get("notes", []), f"llm {reasoner.name}"
     else:
         image = image_block(image_of(state).rgb, settings.semantics.image_max_side)

@@ -41,17 +41,18 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     mode = settings.reasoning.mode
     if mode == "refine":
         emit("refine", done=previous.step + 1, total=settings.reasoning.max_refine_steps, unit="steps")
-    reasoner = get_reasoner(settings)
     usage = Usage()
-    if mode == "single_shot":
-        reply = reasoner.single_shot(twin, query, dialogue, usage)
-        new = [reply.value] if reply.value is not None else []
-    elif mode == "sftdt":
-        reply = reasoner.path(twin, query, dialogue, usage)
-        new = list(reply.value or [])
-    else:
-        reply = reasoner.refine(twin, query, previous, dialogue, usage)
-        new = [reply.value] if reply.value is not None else []
+    with usage.recording():  # a local LLM server started for this step is its own usage stage
+        reasoner = get_reasoner(settings)
+        if mode == "single_shot":
+            reply = reasoner.single_shot(twin, query, dialogue, usage)
+            new = [reply.value] if reply.value is not None else []
+        elif mode == "sftdt":
+            reply = reasoner.path(twin, query, dialogue, usage)
+            new = list(reply.value or [])
+        else:
+            reply = reasoner.refine(twin, query, previous, dialogue, usage)
+            new = [reply.value] if reply.value is not None else []
     update: dict[str, Any] = {
         "usage": usage.model_dump(),
         "components": {"reasoning": f"llm {reasoner.name} ({mode})"},

@@ -34,6 +34,7 @@ def best_iou(twin, truth):
     return max(mask_ops.iou(o.decode_mask()[::8, ::8], small) for o in twin.objects)
 
 
+@pytest.mark.slow
 def test_6000_by_6000_image_masks_at_original_size(tmp_path):
     img, truths = flat_scene(6000, 6000)
     path = tmp_path / "huge.png"

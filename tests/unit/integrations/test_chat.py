@@ -242,6 +242,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_process_loses_no_completed_turn(scene: Path, tmp_path: Path) -> None:
     overrides = {
         "perception.max_image_side": 128,

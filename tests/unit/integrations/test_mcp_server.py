@@ -64,6 +64,7 @@ def scene(tmp_path: Path) -> Path:
     return write_scene(root / "scene.png")
 
 
+@pytest.mark.slow
 def test_mcp_server_over_stdio_with_the_sdk_client(scene: Path, tmp_path: Path) -> None:
     outside = write_scene(tmp_path / "outside.png")
     env = {
@@ -163,6 +164,7 @@ def test_a_busy_port_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
     assert "--port" in lines[0]
 
 
+@pytest.mark.slow
 def test_the_module_entry_point_keeps_the_exit_codes(tmp_path: Path) -> None:
     import socket
     import subprocess

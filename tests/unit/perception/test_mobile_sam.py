@@ -105,6 +105,7 @@ def test_real_timm_wins_when_it_imports(tmp_path, monkeypatch: pytest.MonkeyPatc
             del sys.modules[name]
 
 
+@pytest.mark.slow
 @needs_mobile_sam
 def test_importing_mobile_sam_leaves_no_stand_ins_behind() -> None:
     """In a fresh interpreter: ``vit_t`` imports mobile_sam, then timm / torchvision look absent."""
@@ -132,6 +133,7 @@ def test_importing_mobile_sam_leaves_no_stand_ins_behind() -> None:
 # --------------------------------------------------------------------------- MobileSAM in the proposer
 
 
+@pytest.mark.slow
 def test_vit_t_built_by_the_registry_runs_in_the_proposer(mobile_sam_model) -> None:
     model = mobile_sam_model
     assert type(model.image_encoder).__name__ == "TinyViT"
@@ -150,6 +152,7 @@ def test_vit_t_built_by_the_registry_runs_in_the_proposer(mobile_sam_model) -> N
     assert 1 <= len(sam_only) <= 2 * 2 * 3  # at most 3 masks per point of the 2 x 2 grid
 
 
+@pytest.mark.slow
 def test_vit_t_checkpoint_loads_through_load_sam(mobile_sam_model, tmp_path) -> None:
     """A state_dict file goes through mobile_sam's registry entry (``torch.load`` + strict load)."""
     path = tmp_path / "mobile_sam.pt"

@@ -154,6 +154,7 @@ def test_resize_matches_torchvision_semantics(image: np.ndarray) -> None:
 # --------------------------------------------------------------------------- everything mode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("points_per_side", "nms", "batch"), [(4, 1.0, 64), (5, 0.7, 7)])
 def test_sam_only_equals_automatic_mask_generator(tiny_sam, image, points_per_side, nms, batch) -> None:
     settings = make_settings(
@@ -179,6 +180,7 @@ def test_sam_only_equals_automatic_mask_generator(tiny_sam, image, points_per_si
     assert all(p.mask.shape == image.shape[:2] for p in ours)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("granularity", ["part", "object", "group"])
 def test_encoder_runs_once_per_image(tiny_sam, image, granularity) -> None:
     calls = []
@@ -194,6 +196,7 @@ def test_encoder_runs_once_per_image(tiny_sam, image, granularity) -> None:
     assert proposer.predictor.features is None  # the embedding is released after each image
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["sam_only", "granularity"])
 def test_batching_gives_identical_results(tiny_sam, image, policy) -> None:
     """Identical masks and points for any batch size; scores agree to float32 rounding (a batched
@@ -207,6 +210,7 @@ def test_batching_gives_identical_results(tiny_sam, image, policy) -> None:
         assert_same(results[0], other, rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail_at_call", [0, 1])  # 0: everything stage, 1: centroid re-prompt stage
 def test_cuda_oom_halves_the_batch_and_retries(tiny_sam, image, monkeypatch, fail_at_call) -> None:
     settings = make_settings(points_per_batch=16)
@@ -244,6 +248,7 @@ def test_cuda_oom_at_batch_of_one_is_raised(tiny_sam, image, monkeypatch) -> Non
 # --------------------------------------------------------------------------- granularity policy
 
 
+@pytest.mark.slow
 def test_part_policy_is_dedup_of_everything_mode(tiny_sam, image) -> None:
     everything = SamProposer(make_settings(policy="sam_only"), model=tiny_sam).propose(image, "part")
     part = SamProposer(make_settings(part_iou_thresh=0.9), model=tiny_sam).propose(image, "part")
@@ -251,6 +256,7 @@ def test_part_policy_is_dedup_of_everything_mode(tiny_sam, image) -> None:
     assert 0 < len(part) < len(everything)
 
 
+@pytest.mark.slow
 def test_object_policy_matches_predictor_on_centroids(tiny_sam, image) -> None:
     """Centroid -> SamPredictor.predict (multimask) -> largest of 3 -> Eq. 3, done by hand."""
     settings = make_settings(containment_thresh=0.8)
@@ -294,6 +300,7 @@ def test_bad_inputs_raise_value_error(tiny_sam, image) -> None:
 # --------------------------------------------------------------------------- checkpoints and registry
 
 
+@pytest.mark.slow
 def test_checkpoint_loading_from_path(tiny_sam, image, tmp_path) -> None:
     path = tmp_path / "tiny_sam.pth"
     torch.save(tiny_sam.state_dict(), path)

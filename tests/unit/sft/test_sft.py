@@ -328,6 +328,7 @@ def build_tiny_lm():
     return model, tokenizer
 
 
+@pytest.mark.slow
 def test_encode_record_weights_decision_and_id_tokens(tiny_lm):
     from dtwin_agent.sft.train import TrainConfig, encode_record
 
@@ -344,6 +345,7 @@ def test_encode_record_weights_decision_and_id_tokens(tiny_lm):
     assert len(light) > len(heavy)  # the reasoning text is ordinary weight
 
 
+@pytest.mark.slow
 def test_weighted_loss_on_tiny_lm_equals_hand_loop(tiny_lm):
     from dtwin_agent.sft.train import TrainConfig, collate, encode_record
 
@@ -366,6 +368,7 @@ def test_weighted_loss_on_tiny_lm_equals_hand_loop(tiny_lm):
     assert got_mean == pytest.approx(hand / count, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_toy_lora_run_lowers_the_loss(tiny_lm):
     pytest.importorskip("peft")
     import copy
@@ -403,6 +406,7 @@ def test_toy_lora_run_lowers_the_loss(tiny_lm):
     assert 0 < trainable < total  # only the LoRA adapters train
 
 
+@pytest.mark.slow
 def test_train_refuses_skeletons(tiny_lm):
     from dtwin_agent.sft.train import train
 
@@ -414,6 +418,7 @@ def test_train_refuses_skeletons(tiny_lm):
         train(model, tokenizer, [])
 
 
+@pytest.mark.slow
 def test_finetune_tool_end_to_end(tiny_lm, tmp_path, capsys):
     pytest.importorskip("peft")
     model, tokenizer = tiny_lm

@@ -48,8 +48,12 @@ class SegmentationResult(BaseModel):
         chosen: the chosen objects with their last semantic and reasoning.
         usage: per stage model calls, input/output tokens, retries and seconds.
         granularity: the level the twin was built at (paper Eq. 1), with ``granularity_reason``.
-        stop_reason: why reasoning stopped (converged, empty, max_steps, single_shot, sftdt,
-            unparseable).
+        stop_reason: why reasoning stopped: ``converged``, ``empty`` (nothing satisfies the query),
+            ``max_steps``, ``single_shot``, ``sftdt``, ``unparseable`` (a later step's answer was
+            unusable: the previous step's objects were kept) or ``failed`` (see ``error``).
+        error: why the run failed, naming the model and what it answered ("" when it did not
+            fail): the reasoner's first answer was unusable even after one repair request, so no
+            object was chosen. ``ok`` is False then; the mask is empty.
         message: one line saying what was chosen, or that the answer is empty and why.
         warnings: what went wrong without stopping the run (unknown ids dropped, answers unusable).
         components: which proposer, labeller and models did the work.
@@ -66,6 +70,7 @@ class SegmentationResult(BaseModel):
     granularity: str = "object"
     granularity_reason: str = ""
     stop_reason: str = ""
+    error: str = ""
     message: str = ""
     warnings: list[str] = Field(default_factory=list)
     components: dict[str, str] = Field(default_factory=dict)
@@ -109,31 +114,46 @@ class SegmentationResult(BaseModel):
             granularity=state.get("granularity") or twin.granularity,
             granularity_reason=state.get("granularity_reason", ""),
             stop_reason=state.get("stop_reason", ""),
+            error=state.get("error", "") or "",
             message=state.get("message", ""),
             warnings=list(state.get("warnings") or []),
             components=dict(state.get("components") or {}),
         )
 
     @property
+    def ok(self) -> bool:
+        """False when the run failed (``error`` says why): an empty mask that is no answer.
+
+        True for every answer, the empty one included (nothing satisfies the query).
+        """
+        return not self.error
+
+    @property
     def empty(self) -> bool:
-        """True when no object was chosen."""
+        """True when no object was chosen (a failed run is empty too: check :attr:`ok`)."""
         return not self.ids
 
     def answer(self) -> str:
         """One line for a calling model: the chosen objects and why (in full), or why none."""
         from dtwin_agent.outputs.answer import answer_text
 
+        if not self.ok:
+            return self.message
         return answer_text(self.ids, [o.model_dump() for o in self.chosen], self.message)
 
     def answer_lines(self, width: int = 100) -> list[str]:
         """What was chosen and why for a person: one or two lines, shortened at a word boundary."""
-        from dtwin_agent.outputs.answer import answer_lines
+        from dtwin_agent.outputs.answer import answer_lines, shorten
 
+        if not self.ok:
+            return [shorten(self.message, width)]
         return answer_lines(self.ids, [o.model_dump() for o in self.chosen], self.message, width)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-serialisable (what ``result.json`` holds)."""
         return {
+            "ok": self.ok,
+            "error": self.error,
             "ids": self.ids,
             "message": self.message,
             "granularity": self.granularity,

@@ -138,7 +138,9 @@ class PerceptionSettings(_Section):
 class SpatialSettings(_Section):
     """The spatial layer (paper 3.2)."""
 
-    max_relations: int = Field(default=6, ge=0, description="k: at most this many relations per object")
+    max_relations: int = Field(
+        default=4, ge=0, description="k: at most this many relations per object (the most salient first)"
+    )
     near_fraction: float = Field(default=0.05, ge=0, description="'near': gap <= this x image diagonal")
 
 
@@ -170,6 +172,19 @@ class ReasoningSettings(_Section):
     )
     max_refine_steps: int = Field(default=4, ge=1)
     max_query_chars: int = Field(default=4000, ge=1)
+    prefilter: bool = Field(
+        default=True,
+        description="show the LLM the deterministic keyword/rank pre-filter's candidates, which it may "
+        "override (dtwin_agent.reasoning.prefilter)",
+    )
+    samples: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="self-consistency: answers asked per step (the first greedy, the rest sampled); "
+        "the most frequent id set wins",
+    )
+    sample_temperature: float = Field(default=0.7, ge=0, le=2, description="temperature of samples 2..k")
 
 
 class CacheSettings(_Section):

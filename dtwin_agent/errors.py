@@ -13,6 +13,7 @@ DTwinError
 ├── ProviderError                       a model provider failed for good
 │   └── ProviderCallError               ... with the provider, stage, kind, status and attempts
 ├── ParseError (also ValueError)        nothing usable in a model's answer
+├── ReasoningFailed                     the reasoner's first answer was unusable: no selection
 ├── SessionError                        a chat session cannot be used now
 │   ├── SessionBusyError                another turn of it is still running
 │   └── SessionStoreError               its database is damaged, or lost while its files remain
@@ -24,7 +25,7 @@ DTwinError
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 ErrorKind = Literal["transient", "auth", "output", "fatal"]
 
@@ -81,7 +82,24 @@ class ProviderCallError(ProviderError):
 
 
 class ParseError(DTwinError, ValueError):
-    """Nothing usable could be recovered from a model's answer."""
+    """Nothing usable could be recovered from a model's answer.
+
+    Attributes:
+        report: what parsing found before it gave up (a ``ParseReport``: the unknown ids an
+            answer named, for instance), or None.
+    """
+
+    def __init__(self, message: str = "", *, report: Any = None):
+        super().__init__(message)
+        self.report = report
+
+
+class ReasoningFailed(DTwinError):
+    """The reasoner gave no usable answer at the first step: the result is a failure, not a selection.
+
+    Raised where a failed result must stop the caller (the CLI after writing its files, the tool);
+    the Python API returns the result with ``ok`` False instead.
+    """
 
 
 class SessionError(DTwinError):

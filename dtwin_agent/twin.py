@@ -33,7 +33,8 @@ RelationKind = Literal[
 
 Decision = Literal["kept", "rejected"]
 
-TWIN_VERSION = 1
+TWIN_VERSION = 2
+"""2: T_i with ordinal facts and percent boxes, S_i without the labeller's name (issue 12)."""
 
 
 class RLE(BaseModel):

@@ -76,9 +76,11 @@ def segment(
 ) -> None:
     """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json.
 
-    The last lines say what was chosen and why.
+    The last lines say what was chosen and why. Exits 1 with one line when the reasoner gave no usable answer (the files are still written,
+    ``result.json`` with ``"ok": false``).
     """
     from dtwin_agent.api import segment as run_segment
+    from dtwin_agent.errors import ReasoningFailed
     from dtwin_agent.images import load_image
     from dtwin_agent.outputs.files import check_out_dir, write_segment_outputs
 
@@ -88,6 +90,8 @@ def segment(
     with ProgressDisplay(err) as show:
         result = run_segment(image, query, settings=settings, on_progress=show)
     paths = write_segment_outputs(out_dir, result, rgb)
+    if not result.ok:  # files written (result.json says "ok": false), then one line and exit 1
+        raise ReasoningFailed(f"{result.error} (result.json: {paths.get('result', out_dir)})")
     for warning in result.warnings:
         err.print(f"[yellow]warning[/] {warning}", highlight=False)
     err.print(usage_table(result.usage))

@@ -90,6 +90,7 @@ class State(InputState, total=False):
     twin: DigitalTwin
     steps: list[ReasoningStep]  # the reasoning path D^(0..K)
     stop_reason: str
+    error: str  # why the run failed ("" when it did not): the first reasoning answer was unusable
     ids: list[int]
     mask: RLE | None  # union of the chosen masks
     message: str
@@ -116,6 +117,7 @@ class ReasoningOutput(TypedDict, total=False):
     mask: RLE | None
     steps: list[ReasoningStep]
     stop_reason: str
+    error: str
     message: str
     usage: dict[str, Any]
     warnings: list[str]

@@ -84,6 +84,7 @@ class ChatState(ChatInput, total=False):
     granularity_reason: str
     steps: list[ReasoningStep]  # the last turn's reasoning path
     stop_reason: str
+    error: str  # the last turn's failure ("" when it gave an answer)
     ids: list[int]  # the last answer's ids
     mask: RLE | None  # the last answer's mask
     message: str  # the last answer's one-line summary
@@ -214,6 +215,7 @@ def start_turn(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
         "dialogue": dialogue_for(list(state.get("turns") or []), settings_of(runtime)),
         "usage": Overwrite({}),
         "warnings": Overwrite([]),
+        "error": "",
     }
 
 
@@ -535,6 +537,7 @@ class ChatSession:
                     "message": previous.get("message", ""),
                     "steps": [ReasoningStep.model_validate(step) for step in previous.get("steps", [])],
                     "stop_reason": previous.get("stop_reason", ""),
+                    "error": previous.get("error", ""),
                     "query": "",
                     "messages": [RemoveMessage(id=i) for i in removed.get("message_ids", []) if i],
                 },

@@ -22,7 +22,7 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field
 
 from dtwin_agent.config import Settings, resolve_settings
-from dtwin_agent.errors import DTwinError, InputError, SessionError
+from dtwin_agent.errors import DTwinError, InputError, ReasoningFailed, SessionError
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ def tool_exception(exc: BaseException, action: str) -> ToolException:
             return ToolException(f"bad input: {exc}")
         if isinstance(exc, SessionError):
             return ToolException(str(exc))
+        if isinstance(exc, ReasoningFailed):
+            return ToolException(
+                f"{exc}. Try again (the model may answer differently), ask more simply or more "
+                "concretely, or configure a stronger reasoning model (settings models.llm)"
+            )
         return ToolException(f"{action} failed: {exc}; try again later or with another image")
     logger.error("%s failed unexpectedly", action, exc_info=exc)
     if isinstance(exc, MemoryError):
@@ -225,6 +230,8 @@ class DTwinSegmentTool(BaseTool):
         ).hexdigest()
         base = self.output_dir or Path(self.settings.cache.dir) / "results"
         paths = write_segment_outputs(base / run_id[:16], result, load_image(path).rgb)
+        if not result.ok:
+            raise ReasoningFailed(result.error)
         artifact = {
             "ids": list(result.ids),
             "mask_rle": mask_ops.encode(result.mask).model_dump(mode="json"),
@@ -245,6 +252,8 @@ class DTwinSegmentTool(BaseTool):
                 chat.context.cache = self.cache
             turn = chat.ask(query)
             twin = chat.twin
+        if not turn.get("ok", True):
+            raise ReasoningFailed(turn.get("error", ""))
         artifact = {
             "ids": list(turn["ids"]),
             "mask_rle": turn["mask"],

@@ -113,7 +113,9 @@ def _interpret(out: Any, parse: ParseFn) -> tuple[Any, str, ParseReport, str]:
         if parsed is None:
             raise ParseError("nothing usable in the answer")
     except ParseError as exc:
-        return None, raw, ParseReport(notes=[f"parse failed: {exc}"]), str(exc)
+        report = exc.report if isinstance(exc.report, ParseReport) else ParseReport()
+        report.note(f"parse failed: {exc}")
+        return None, raw, report, str(exc)
     except Exception as exc:  # noqa: BLE001 - nothing a model says may crash the graph
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:_MAX_QUOTED]}"
         return None, raw, ParseReport(notes=[f"parse failed: {error}"]), error

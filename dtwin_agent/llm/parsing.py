@@ -334,14 +334,26 @@ def coerce_id(value: Any) -> int | None:
     return None
 
 
-def _text_field(entry: dict[str, Any], keys: Iterable[str]) -> str:
+def _text_field(entry: dict[str, Any], keys: Iterable[str], report: ParseReport | None = None) -> str:
+    """The first text under ``keys``; a copy of the prompt's template or a placeholder counts as missing.
+
+    (:func:`~dtwin_agent.llm.prompts.is_template_text`: ``"updated description"``, ``"..."``,
+    ``"<the label>"``.) A copy is noted in ``report``.
+    """
+    from dtwin_agent.llm.prompts import is_template_text
+
     lowered = {str(k).lower(): v for k, v in entry.items()}
     for key in keys:
         value = lowered.get(key)
-        if isinstance(value, str):
-            return value.strip()
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return "; ".join(v.strip() for v in value)
+            value = "; ".join(v.strip() for v in value)
+        if not isinstance(value, str):
+            continue
+        if is_template_text(value, key):
+            if report is not None and value.strip():
+                report.note(f"ignored {key} {value.strip()[:40]!r}: a copy of the prompt's template")
+            continue
+        return value.strip()
     return ""
 
 
@@ -454,12 +466,14 @@ _PART_WORDS = ("part", "parts", "component", "components", "subpart", "sub part"
 _OBJECT_WORDS = ("object", "objects", "instance", "instances", "whole object", "single object", "entity")
 _NUMERIC = {0: "group", 1: "object", 2: "part"}  # paper Eq. 1
 _GRANULARITY_HELP = (
-    'no granularity found; answer {"granularity": "group" | "object" | "part", "reason": "..."}'
+    'no granularity found; answer with an object with "granularity" (group, object or part) and "reason"'
 )
 _GRANULARITY_LINE = re.compile(
     r"granularity\W{0,5}(?:is\s+|=\s*|:\s*)?[\"'*`]*([a-z0-9][a-z0-9 _-]{0,20})", re.I
 )
-_REFINE_FORMAT = '{"objects": [{"id": N, "semantic": "...", "reasoning": "..."}]}'
+_REFINE_FORMAT = (
+    'an object whose "objects" list has one entry per kept object with "reasoning", "id", "semantic"'
+)
 _GRANULARITY_KEYS = (
     "granularity",
     "level",
@@ -509,7 +523,7 @@ def parse_granularity_report(text: str) -> tuple[GranularityChoice, ParseReport]
         pass
     if isinstance(value, dict):
         lowered = {str(k).lower(): v for k, v in value.items()}
-        reason = _text_field(value, _REASONING_KEYS)
+        reason = _text_field(value, _REASONING_KEYS, report)
         for key in _GRANULARITY_KEYS:
             if key in lowered:
                 level = granularity_from_value(lowered[key])
@@ -559,24 +573,29 @@ def parse_semantics(text: str, expected_ids: Sequence[int]) -> tuple[SemanticBat
     expected = list(dict.fromkeys(expected_ids))
     value = _all_json(text, report)
     pairs = _entries(value, report)
-    if not pairs and len(expected) == 1 and isinstance(value, dict) and _text_field(value, _SEMANTIC_KEYS):
+    if (
+        not pairs
+        and len(expected) == 1
+        and isinstance(value, dict)
+        and _text_field(value, _SEMANTIC_KEYS, report)
+    ):
         pairs = [(expected[0], value)]
         report.note(f"no id in the answer; taken as object {expected[0]}")
     labels: dict[int, ObjectLabel] = {}
     for object_id, fields in _select(pairs, expected, report):
-        semantic = _text_field(fields, _SEMANTIC_KEYS)
+        semantic = _text_field(fields, _SEMANTIC_KEYS, report)
         if not semantic:
             report.note(f"object {object_id} has no semantic")
             continue
         labels[object_id] = ObjectLabel(
-            id=object_id, observation=_text_field(fields, _OBSERVATION_KEYS), semantic=semantic
+            id=object_id, observation=_text_field(fields, _OBSERVATION_KEYS, report), semantic=semantic
         )
     report.missing_ids = [i for i in expected if i not in labels]
     if not labels:
         raise ParseError(
             f"no usable label for objects {expected}"
             + (f" (unknown ids {report.unknown_ids})" if report.unknown_ids else "")
-            + '; answer {"objects": [{"id": N, "observation": "...", "semantic": "..."}]}'
+            + '; answer with an object whose "objects" list has "id", "observation" and "semantic" per region'
         )
     return SemanticBatch(objects=[labels[i] for i in expected if i in labels]), report
 
@@ -600,15 +619,16 @@ def parse_refine_step(text: str, previous_ids: Sequence[int]) -> tuple[RefineSte
     kept = [
         KeptObject(
             id=object_id,
-            semantic=_text_field(fields, _SEMANTIC_KEYS),
-            reasoning=_text_field(fields, _REASONING_KEYS),
+            semantic=_text_field(fields, _SEMANTIC_KEYS, report),
+            reasoning=_text_field(fields, _REASONING_KEYS, report),
         )
         for object_id, fields in _select(pairs, previous_ids, report)
     ]
     if pairs and not kept:
         raise ParseError(
             f"none of the ids {report.unknown_ids or [p[0] for p in pairs]} is in the previous step; "
-            f"choose from {list(previous_ids)}"
+            f"choose from {list(previous_ids)}",
+            report=report,
         )
     return RefineStepOutput(objects=kept), report
 
@@ -633,11 +653,13 @@ def parse_single_shot(text: str, valid_ids: Sequence[int]) -> tuple[SingleShotOu
         report.note("read one id from a plain-text answer")
     pairs = _entries(value, report)
     if not pairs and not _is_explicit_empty(value):
-        raise ParseError('no ids found; answer {"ids": [N, ...], "reason": "..."}')
+        raise ParseError('no ids found; answer with an object with "reason" and the list "ids"')
     ids = [object_id for object_id, _ in _select(pairs, valid_ids, report)]
     if pairs and not ids:
-        raise ParseError(f"none of the ids {report.unknown_ids} exists; choose from {list(valid_ids)}")
-    reason = _text_field(value, _REASONING_KEYS) if isinstance(value, dict) else ""
+        raise ParseError(
+            f"none of the ids {report.unknown_ids} exists; choose from {list(valid_ids)}", report=report
+        )
+    reason = _text_field(value, _REASONING_KEYS, report) if isinstance(value, dict) else ""
     return SingleShotOutput(ids=ids, reason=reason), report
 
 
@@ -648,3 +670,29 @@ def _is_explicit_empty(value: Any) -> bool:
         lowered = {str(k).lower(): v for k, v in value.items()}
         return any(lowered.get(k) in ([], {}) for k in (*_LIST_KEYS, *_IDS_KEYS))
     return False
+
+
+def unusable_answer(raw: str, report: ParseReport | None = None) -> str:
+    """What was wrong with an answer that could not be used, in a few words for a person.
+
+    ``an empty answer``, ``an unfinished <think> block``, ``only a <think> block``, ``only ids that
+    are not in question [7, 9]``, ``prose instead of JSON``, ``a cut-off JSON answer``, else
+    ``JSON without the requested fields``.
+    """
+    text = raw if isinstance(raw, str) else ""
+    if not text.strip():
+        return "an empty answer"
+    opened = re.search(r"<think(?:ing)?>", text, re.I)
+    if opened and not re.search(r"</think(?:ing)?>", text[opened.end() :], re.I):
+        return "an unfinished <think> block (it ran out before the answer)"
+    body = _THINK.sub("", text)
+    if not body.strip():
+        return "only a <think> block, no answer after it"
+    if report is not None and report.unknown_ids:
+        return f"only ids that are not in question {report.unknown_ids}"
+    starts = _starts(body)
+    if not starts:
+        return "prose instead of JSON"
+    if _scan(body[starts[0] :])[0]:
+        return "a cut-off JSON answer"
+    return "JSON without the requested fields"

@@ -48,7 +48,7 @@ class RefineStepOutput(BaseModel):
 
 
 class SingleShotOutput(BaseModel):
-    """I = F_LLM(JSON(D), x_txt) (paper Eq. 6): the chosen ids directly."""
+    """I = F_LLM(JSON(D), x_txt) (paper Eq. 6): the chosen ids directly, the reason first (as KeptObject)."""
 
-    ids: list[int] = Field(default_factory=list)
     reason: str = ""
+    ids: list[int] = Field(default_factory=list)

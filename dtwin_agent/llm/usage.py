@@ -8,6 +8,9 @@ updates of all nodes with the reducer :func:`merge_usage`. Token counts come fro
 Work that happens deep inside a node on its behalf, such as starting the local LLM server, is
 recorded in the node's :class:`Usage` while the node holds it as :func:`current_usage`
 (``with usage.recording(): ...``), under a stage of its own (``local_llm_start``).
+``cached_input_tokens`` are the input tokens the provider did not read again (its prompt cache: llama.cpp's
+``prompt_tokens_details.cached_tokens``, OpenAI's and Anthropic's cache reads); the tokens read are
+``input_tokens - cached_input_tokens``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class StageUsage(BaseModel):
     calls: int = Field(default=0, ge=0, description="model answers received")
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    cached_input_tokens: int = Field(default=0, ge=0, description="input tokens served from a prompt cache")
     seconds: float = Field(default=0.0, ge=0, description="wall time of the calls, retries included")
     retries: int = Field(default=0, ge=0, description="calls repeated after a rate limit, timeout or 5xx")
 
@@ -35,6 +39,7 @@ class StageUsage(BaseModel):
             calls=self.calls + other.calls,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
             seconds=self.seconds + other.seconds,
             retries=self.retries + other.retries,
         )
@@ -64,6 +69,7 @@ class Usage(BaseModel):
         output_tokens: int = 0,
         seconds: float = 0.0,
         retries: int = 0,
+        cached_input_tokens: int = 0,
     ) -> Usage:
         """Record calls of ``stage``; returns ``self``.
 
@@ -74,12 +80,14 @@ class Usage(BaseModel):
             output_tokens: completion tokens, 0 when unknown.
             seconds: wall seconds spent.
             retries: calls repeated after transient errors.
+            cached_input_tokens: input tokens served from the provider's prompt cache.
 
         """
         row = StageUsage(
             calls=calls,
             input_tokens=input_tokens or 0,
             output_tokens=output_tokens or 0,
+            cached_input_tokens=cached_input_tokens or 0,
             seconds=max(0.0, seconds),
             retries=retries,
         )
@@ -91,7 +99,12 @@ class Usage(BaseModel):
         """Record one call whose answer is ``message`` (tokens read from its ``usage_metadata``)."""
         input_tokens, output_tokens = tokens_of(message)
         return self.add(
-            stage, input_tokens=input_tokens, output_tokens=output_tokens, seconds=seconds, retries=retries
+            stage,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            seconds=seconds,
+            retries=retries,
+            cached_input_tokens=cached_tokens_of(message),
         )
 
     def merge(self, other: Usage | Mapping[str, Any] | None) -> Usage:
@@ -157,6 +170,14 @@ def tokens_of(message: Any) -> tuple[int, int]:
         return value if isinstance(value, int) and value > 0 else 0
 
     return count("input_tokens"), count("output_tokens")
+
+
+def cached_tokens_of(message: Any) -> int:
+    """Input tokens of an ``AIMessage`` served from a prompt cache (``cache_read``); 0 if unknown."""
+    meta = getattr(message, "usage_metadata", None) or {}
+    details = meta.get("input_token_details") if isinstance(meta, Mapping) else None
+    value = details.get("cache_read") if isinstance(details, Mapping) else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _as_usage(value: Usage | Mapping[str, Any] | None) -> Usage:

@@ -1,10 +1,14 @@
 """The offline labeller: semantic text measured from pixels when no VLM is configured.
 
-S_i names the mask's dominant colour, its shape, its size and where it lies in the image, and
-says that it came from the offline labeller. When the local ImageNet classifier is fetched
-(``dtwin models fetch efficientnet_lite0 imagenet1k_names``), :func:`describe_all` adds its top
-labels with scores for each masked crop (:mod:`dtwin_agent.offline.classifier`); without it there is no
-object recognition at all. A VLM (paper Eq. 4) is what real use wants.
+S_i names the mask's dominant colour and its shape (size and position are T_i's, paper 3.2, and
+are not repeated here). When the local ImageNet classifier is fetched (``dtwin models fetch
+efficientnet_lite0 imagenet1k_names``), :func:`describe_all` puts its top labels with scores first
+(:mod:`dtwin_agent.offline.classifier`); without it there is no object recognition at all. Which
+labeller wrote S_i is said once, in the twin's ``components`` (:func:`labeller_name`), not in every
+S_i. A VLM (paper Eq. 4) is what real use wants.
+
+Examples: ``golden retriever 0.71, Labrador retriever 0.12; brown, compact`` (with the
+classifier), ``yellow, round`` (without).
 """
 
 from __future__ import annotations
@@ -14,8 +18,23 @@ from typing import Any
 
 import numpy as np
 
-PREFIX = "offline labeller (no object recognition):"
-CLASSIFIER_PREFIX = "offline labeller (ImageNet classifier {name}, not a VLM):"
+MIN_SCORE = 0.1
+"""Labels after the first are kept only from this classifier score on (noise costs tokens)."""
+
+
+def labeller_name(classifier: str | None) -> str:
+    """How the run's ``components`` name the offline labeller, and what its S_i hold.
+
+    Args:
+        classifier: the ImageNet classifier in use, or None / ``"none"`` without one.
+    """
+    if classifier in (None, "", "none"):
+        return "offline labeller (no object recognition; S_i: colour, shape)"
+    return (
+        f"offline labeller (ImageNet classifier {classifier}, not a VLM; S_i: top labels with "
+        "scores, colour, shape)"
+    )
+
 
 # hue ranges in OpenCV units (0-180)
 _BATCH = 16  # masks classified per forward pass (and per progress report)
@@ -52,7 +71,10 @@ def colour_name(rgb_pixels: np.ndarray) -> str:
 
 
 def shape_words(mask: np.ndarray) -> str:
-    """Shape words from the mask: round / rectangular / elongated / irregular, with orientation."""
+    """Shape words from the mask: round / rectangular / elongated / irregular, with orientation.
+
+    Empty when none applies (a compact blob says nothing).
+    """
     ys, xs = np.nonzero(mask)
     if xs.size == 0:
         return "empty"
@@ -71,58 +93,32 @@ def shape_words(mask: np.ndarray) -> str:
         words.append("round")
     elif fill < 0.45:
         words.append("irregular")
-    return ", ".join(words) or "compact"
-
-
-def _size_word(area_frac: float) -> str:
-    if area_frac > 0.25:
-        return "very large"
-    if area_frac > 0.08:
-        return "large"
-    if area_frac > 0.02:
-        return "medium-sized"
-    return "small"
-
-
-def _position_words(mask: np.ndarray) -> str:
-    height, width = mask.shape
-    ys, xs = np.nonzero(mask)
-    cx, cy = xs.mean() / width, ys.mean() / height
-    vertical = "upper" if cy < 1 / 3 else "lower" if cy > 2 / 3 else "middle"
-    horizontal = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
-    if vertical == "middle" and horizontal == "centre":
-        return "in the centre of the image"
-    return f"in the {vertical} {horizontal} of the image"
+    return ", ".join(words)
 
 
 def label_words(labels: Sequence[Any]) -> str:
-    """``"coffee mug 0.62, cup 0.21"`` from classifier labels (objects with ``name`` and ``score``)."""
-    return ", ".join(f"{label.name} {label.score:.2f}" for label in labels)
+    """``"coffee mug 0.62, cup 0.21"`` from classifier labels (objects with ``name`` and ``score``).
+
+    The first label is always kept; the others from :data:`MIN_SCORE` on.
+    """
+    kept = [label for k, label in enumerate(labels) if k == 0 or label.score >= MIN_SCORE]
+    return ", ".join(f"{label.name} {label.score:.2f}" for label in kept)
 
 
-def describe(
-    rgb: np.ndarray, mask: np.ndarray, labels: Sequence[Any] | None = None, classifier: str = ""
-) -> str:
-    """S_i for one mask: colour, shape, size and position words, prefixed with the labeller's name.
+def describe(rgb: np.ndarray, mask: np.ndarray, labels: Sequence[Any] | None = None) -> str:
+    """S_i for one mask: the classifier's labels (when given), then colour and shape words.
 
     Args:
         rgb: the image, H x W x 3 uint8.
         mask: the object's mask, H x W.
         labels: the classifier's top labels for this mask (``name`` / ``score``), if any.
-        classifier: the classifier's name, said in the prefix when ``labels`` are given.
 
     """
     mask = mask.astype(bool)
     if not mask.any():
-        return f"{PREFIX} empty region"
-    frac = mask.sum() / mask.size
-    words = (
-        f"{_size_word(frac)} {colour_name(rgb[mask])} region, {shape_words(mask)}, {_position_words(mask)}"
-    )
-    if labels:
-        prefix = CLASSIFIER_PREFIX.format(name=classifier or "local")
-        return f"{prefix} top labels {label_words(labels)}; {words}"
-    return f"{PREFIX} {words}"
+        return "empty region"
+    words = ", ".join(w for w in (colour_name(rgb[mask]), shape_words(mask)) if w)
+    return f"{label_words(labels)}; {words}" if labels else words
 
 
 def describe_all(
@@ -169,7 +165,7 @@ def describe_all(
             found = model.classify_masks(rgb, [batch[i] for i in nonempty], k=top_k)
             for i, top in zip(nonempty, found, strict=True):
                 labels[i] = top
-        texts += [describe(rgb, m, labels[i], name or "") for i, m in enumerate(batch)]
+        texts += [describe(rgb, m, labels[i]) for i, m in enumerate(batch)]
         if on_progress is not None:
             on_progress(len(texts), len(masks))
     return texts

@@ -34,15 +34,17 @@ _PART_WORDS = set(
 _GROUP_WORDS = {"all", "every", "group", "groups", "both", "pair", "set", "together", "everything"}
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A crude English stem: ``-ing``, ``-es``, ``-ed``, ``-s`` cut when 3 letters remain."""
     for suffix in ("ing", "es", "ed", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)]
     return word
 
 
-def _terms(text: str) -> set[str]:
-    return {_stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP and len(w) > 1}
+def terms(text: str) -> set[str]:
+    """The stemmed content words of ``text`` (stop words and single letters left out)."""
+    return {stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP and len(w) > 1}
 
 
 def _keyword_granularity(query: str) -> GranularityChoice:
@@ -61,8 +63,8 @@ def _keyword_granularity(query: str) -> GranularityChoice:
 
 def keyword_scores(query: str, semantics: dict[int, str]) -> dict[int, list[str]]:
     """For each id, the query's terms its semantic shares (stemmed, stop words left out)."""
-    wanted = _terms(query)
-    return {object_id: sorted(wanted & _terms(text)) for object_id, text in semantics.items()}
+    wanted = terms(query)
+    return {object_id: sorted(wanted & terms(text)) for object_id, text in semantics.items()}
 
 
 class LexicalReasoner:

@@ -7,9 +7,22 @@ with ``response_format`` ``json_schema`` (constrained decoding), so
 
 The server runs in a child process (``python -m dtwin_agent.offline.local_llm``) on a free port of
 127.0.0.1: a crash or an abort in llama.cpp cannot take the caller down, and stopping it returns
-all its memory. :func:`ensure_server` starts one per (model file, context size, threads) and
-reuses it; every server is stopped at interpreter exit, and a child whose parent dies stops by
-itself.
+all its memory. :func:`ensure_server` starts one per (model file, context size, threads) on first
+use and reuses it while the process lives (chat sessions, the MCP server, the web page keep it
+warm between turns); :func:`release_all` stops them while another big model (SAM) needs the memory,
+and the next call starts one again; every server is stopped at interpreter exit, and a child whose
+parent dies stops by itself.
+
+Reading the prompt is most of the work on a CPU, so nothing read is read twice when it can be
+helped: llama.cpp reuses the longest cached prefix of the slot's last prompt (``cache_prompt``) and
+keeps earlier prompts in a host-memory cache (:data:`CACHE_RAM_MIB`), and :class:`SlotFiles` saves
+the slot to a file once a prompt prefix (the system prompt and the twin) has been read, so the next
+process (a follow-up ``dtwin segment`` on a cached twin) restores it instead of reading it again.
+
+Threads: generation runs one token at a time, and llama.cpp's threads meet at a barrier for every
+token: on a shared CPU a descheduled thread stalls the others, so generation uses
+:func:`generation_threads` (1 on 2 cores) while prompt reading, which batches hundreds of tokens
+per barrier, uses every usable core (``benchmarks/local_llm.py --speed`` measures both).
 
 Example::
 
@@ -41,10 +54,14 @@ from dtwin_agent.progress import emit
 
 __all__ = [
     "LocalServer",
+    "SlotFiles",
     "default_threads",
     "ensure_server",
+    "generation_threads",
     "local_chat_model",
     "local_client_options",
+    "release_all",
+    "server_for",
     "stop_all",
 ]
 
@@ -59,18 +76,36 @@ HEARTBEAT_S = 30.0  # llama.cpp's server sends an SSE comment this often while a
 _READY = "DTWIN_LOCAL_LLM_READY "
 STARTUP_STAGE = "local_llm_start"
 """The progress and usage stage of starting the server (model load and warm-up)."""
+SLOT_FOLDER = "llm-slots"  # under cache.dir: slot files of prompt prefixes (SlotFiles)
+CACHE_RAM_MIB = 512  # llama.cpp's host-memory prompt cache (its default, 8 GiB, is too much here)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
 
 
 def default_threads() -> int:
-    """Threads for llama.cpp: ``$DTWIN_LLM_THREADS``, else the usable cores (at most 8)."""
+    """Threads for reading prompts: ``$DTWIN_LLM_THREADS``, else the usable cores (at most 8)."""
     env = os.environ.get("DTWIN_LLM_THREADS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 2
-    return max(1, min(8, cores))
+    return max(1, min(8, _usable_cores()))
+
+
+def generation_threads(threads: int) -> int:
+    """Threads for generating tokens when prompts are read with ``threads``.
+
+    Half of them, at least 1 (so 1 on 2 cores): one thread per token step never waits at
+    llama.cpp's barrier for a descheduled sibling, which is what made 2 threads collapse on a
+    loaded 2-core machine (``benchmarks/local_llm.py --speed``). ``$DTWIN_LLM_THREADS`` sets both.
+    """
+    env = os.environ.get("DTWIN_LLM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, threads // 2)
 
 
 @dataclass
@@ -84,6 +119,7 @@ class LocalServer:
     base_url: str  # http://127.0.0.1:PORT (the OpenAI API is under /v1)
     started_s: float
     log: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    slot_dir: Path | None = None  # where slot files are saved and restored (SlotFiles)
 
     @property
     def openai_base_url(self) -> str:
@@ -93,6 +129,24 @@ class LocalServer:
     def alive(self) -> bool:
         """True while the child runs."""
         return self.process.poll() is None
+
+    def slot_action(self, action: str, filename: str, timeout: float = 120.0) -> dict[str, Any]:
+        """``POST /slots/0?action=save|restore`` (llama.cpp's slot persistence); the answer as JSON.
+
+        Raises:
+            ProviderError: the server refused or could not be reached.
+        """
+        body = json.dumps({"filename": filename}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/slots/0?action={action}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+                return json.loads(response.read() or b"{}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ProviderError(f"local LLM server: slot {action} of {filename} failed: {exc}") from exc
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL after ``timeout``)."""
@@ -134,8 +188,13 @@ def start_server(
     n_ctx: int = DEFAULT_CTX,
     threads: int | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    slot_dir: str | os.PathLike | None = None,
+    gen_threads: int | None = None,
 ) -> LocalServer:
     """Start a llama.cpp server for a GGUF file and wait until ``/health`` answers.
+
+    ``threads`` read prompts, ``gen_threads`` (default :func:`generation_threads`) generate;
+    ``slot_dir`` enables slot files there (:class:`SlotFiles`).
 
     Raises:
         ConfigError: xllamacpp is not installed, or the model file does not exist.
@@ -150,13 +209,20 @@ def start_server(
     except ImportError as exc:
         raise ConfigError("the local LLM needs xllamacpp: pip install 'dtwin-agent[local]'") from exc
     threads = threads or default_threads()
+    gen_threads = gen_threads or generation_threads(threads)
     cmd = [sys.executable, "-m", "dtwin_agent.offline.local_llm", "--model", str(path), "--ctx", str(n_ctx),
-           "--threads", str(threads), "--parent", str(os.getpid())]  # fmt: skip
+           "--threads", str(threads), "--gen-threads", str(gen_threads),
+           "--parent", str(os.getpid())]  # fmt: skip
+    if slot_dir is not None:
+        Path(slot_dir).mkdir(parents=True, exist_ok=True)
+        cmd += ["--slot-dir", str(slot_dir)]
     start = time.perf_counter()
     process = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
-    server = LocalServer(path, n_ctx, threads, process, "", 0.0)
+    server = LocalServer(
+        path, n_ctx, threads, process, "", 0.0, slot_dir=Path(slot_dir) if slot_dir else None
+    )
     ready: list[str] = []
     event = threading.Event()
     threading.Thread(target=_pump, args=(process.stdout, server.log, ready, event), daemon=True).start()
@@ -177,7 +243,11 @@ def start_server(
 
 
 def ensure_server(
-    model_path: str | os.PathLike, *, n_ctx: int = DEFAULT_CTX, threads: int | None = None
+    model_path: str | os.PathLike,
+    *,
+    n_ctx: int = DEFAULT_CTX,
+    threads: int | None = None,
+    slot_dir: str | os.PathLike | None = None,
 ) -> LocalServer:
     """The running server for this model file, started on first use (one per file, ctx, threads).
 
@@ -193,7 +263,7 @@ def ensure_server(
         what = f"{Path(model_path).name}, {threads} threads, context {n_ctx}"
         emit(STARTUP_STAGE, "start", message=what)
         try:
-            server = start_server(model_path, n_ctx=n_ctx, threads=threads)
+            server = start_server(model_path, n_ctx=n_ctx, threads=threads, slot_dir=slot_dir)
         except ProviderError as exc:
             emit(STARTUP_STAGE, "error", message=str(exc))
             raise
@@ -205,13 +275,99 @@ def ensure_server(
         return server
 
 
+def server_for(base_url: str) -> LocalServer | None:
+    """The running server of this process behind an OpenAI ``base_url`` (``.../v1``), if any."""
+    with _LOCK:
+        for server in _SERVERS.values():
+            if server.alive() and base_url.rstrip("/") in (server.base_url, server.openai_base_url):
+                return server
+    return None
+
+
+def release_all() -> int:
+    """Stop every server of this process to give its memory back (the next call starts one again).
+
+    The twin's proposal stage calls this before SAM loads, so the two models are never resident
+    together. Returns how many servers were stopped.
+    """
+    with _LOCK:
+        servers = list(_SERVERS.values())
+        _SERVERS.clear()
+    for server in servers:
+        server.stop()
+    return len(servers)
+
+
 @atexit.register
 def stop_all() -> None:
     """Stop every server this process started."""
-    with _LOCK:
-        for server in _SERVERS.values():
-            server.stop()
-        _SERVERS.clear()
+    release_all()
+
+
+class SlotFiles:
+    """Slot files of one server: a prompt prefix read once is restored, not read again, by later processes.
+
+    The file of a prefix is named by the sha256 of the model file's name and the prefix text (the
+    system prompt and the twin, which every step and every query on that twin begin with). At most
+    ``keep`` files stay (the least recently used go first). Each process restores a prefix's file
+    at most once, before its first call with that prefix, and saves it once, after that call.
+
+    Args:
+        server: a server started with a ``slot_dir``.
+        keep: how many slot files to keep.
+    """
+
+    def __init__(self, server: LocalServer, keep: int = 4):
+        if server.slot_dir is None:
+            raise ValueError("the server was started without a slot folder")
+        self.server = server
+        self.folder = server.slot_dir
+        self.keep = keep
+
+    def name(self, prefix: str) -> str:
+        """The file name of ``prefix``'s slot."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.server.model_path.name}\n{prefix}".encode()).hexdigest()[:32]
+        return f"prefix-{digest}.bin"
+
+    def before(self, prefix: str) -> bool:
+        """Restore ``prefix``'s slot file when it exists and this server has not read it yet."""
+        name = self.name(prefix)
+        with _LOCK:
+            if name in _RESTORED.setdefault(id(self.server), set()):
+                return False
+            _RESTORED[id(self.server)].add(name)
+        path = self.folder / name
+        if not path.is_file():
+            return False
+        try:
+            self.server.slot_action("restore", name)
+        except ProviderError:
+            path.unlink(missing_ok=True)  # a damaged or foreign file: read the prompt instead
+            return False
+        os.utime(path)
+        return True
+
+    def after(self, prefix: str) -> None:
+        """Save the slot (it now holds ``prefix``) unless this process saved it already."""
+        name = self.name(prefix)
+        with _LOCK:
+            saved = _SAVED.setdefault(id(self.server), set())
+            if name in saved:
+                return
+            saved.add(name)
+        try:
+            self.server.slot_action("save", name)
+        except ProviderError:
+            return  # a cache, never a failure
+        files = sorted(self.folder.glob("prefix-*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[self.keep :]:
+            old.unlink(missing_ok=True)
+
+
+_RESTORED: dict[int, set[str]] = {}
+_SAVED: dict[int, set[str]] = {}
 
 
 def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kwargs: Any) -> Any:
@@ -229,7 +385,8 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
     Args:
         model_name: a registered GGUF model (``dtwin models list``) or a path to a ``.gguf`` file.
         settings: :class:`~dtwin_agent.config.Settings`; read for ``models.temperature``,
-            ``models.local_stall_s`` and the store folder.
+            ``models.local_stall_s``, the store folder and ``cache.dir`` (slot files under
+            ``llm-slots``, when the cache is enabled).
         **kwargs: ``n_ctx`` / ``threads`` for the server; anything else goes to ``ChatOpenAI``.
 
     Raises:
@@ -246,7 +403,9 @@ def local_chat_model(model_name: str = DEFAULT_MODEL, settings: Any = None, **kw
     path = store.resolve_model(model_name, settings)
     spec = store.MODELS.get(model_name)
     n_ctx = int(kwargs.pop("n_ctx", None) or (spec.extra.get("n_ctx") if spec else None) or DEFAULT_CTX)
-    server = ensure_server(path, n_ctx=n_ctx, threads=kwargs.pop("threads", None))
+    cache = getattr(settings, "cache", None)
+    slot_dir = Path(cache.dir) / SLOT_FOLDER if cache is not None and cache.enabled else None
+    server = ensure_server(path, n_ctx=n_ctx, threads=kwargs.pop("threads", None), slot_dir=slot_dir)
     options = local_client_options(server.openai_base_url, model_name if spec else path.name, settings)
     options.update(kwargs)
     return LlamaCppChatOpenAI(**options)
@@ -296,7 +455,12 @@ def _serve(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--ctx", type=int, default=DEFAULT_CTX)
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--threads", type=int, default=default_threads(), help="threads reading prompts")
+    parser.add_argument(
+        "--gen-threads", type=int, default=0, help="threads generating (0: half of --threads)"
+    )
+    parser.add_argument("--slot-dir", default="", help="folder for slot save/restore (off when empty)")
+    parser.add_argument("--cache-ram", type=int, default=CACHE_RAM_MIB, help="host prompt cache, MiB")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
     args = parser.parse_args(argv)
@@ -310,8 +474,11 @@ def _serve(argv: list[str] | None = None) -> int:
     params.n_batch = 512  # = n_ubatch: the same compute; prompt progress is streamed every 512 tokens
     params.port = args.port
     params.hostnames = ["127.0.0.1"]
-    params.cpuparams.n_threads = args.threads
+    params.cpuparams.n_threads = args.gen_threads or generation_threads(args.threads)
     params.cpuparams_batch.n_threads = args.threads
+    params.cache_ram_mib = args.cache_ram
+    if args.slot_dir:
+        params.slot_save_path = os.path.join(args.slot_dir, "")  # llama.cpp appends the file name
     params.verbosity = 0
     params.warmup = True
     server = xlc.Server(params)
@@ -321,7 +488,8 @@ def _serve(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(_READY + server.listening_address, flush=True)
-    print(json.dumps({"model": args.model, "ctx": args.ctx, "threads": args.threads}), flush=True)
+    threads = {"threads": args.threads, "gen_threads": params.cpuparams.n_threads}
+    print(json.dumps({"model": args.model, "ctx": args.ctx, **threads}), flush=True)
     while not stop.wait(1.0):
         pass
     del server

@@ -28,10 +28,13 @@ class Reply(Generic[T]):
         value: the answer, or None when the model's answer could not be used (after the one
             repair round-trip); the graph reports that, it never raises.
         report: what parsing repaired or dropped (``ParseReport`` as a dict).
+        problem: when ``value`` is None, what was wrong with the answer, in a few words
+            (:func:`~dtwin_agent.llm.parsing.unusable_answer`: ``prose instead of JSON``...).
     """
 
     value: T | None
     report: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
 
 
 @runtime_checkable

@@ -32,20 +32,16 @@ from dtwin_agent.twin import DigitalTwin, ObjectDecision, PromptTwin, ReasoningS
 
 SEGDT_VERSION = 1
 
-#: System prompt of the SFTDT model (training and serving must use the same one).
-SFTDT_SYSTEM = (
-    "You are the reasoner of DTwinSeger. You never see the photo: you see its digital twin, a JSON object "
-    '{id: {"spatial": where the object is and how it relates to others, "semantic": what it is}}. '
-    "Bounding boxes are [x_min, y_min, x_max, y_max] in pixels, y grows downwards. "
-    "Refine the twin step by step (paper Eqs. 7-9): at each step decide for every remaining object whether "
-    "it is kept or rejected for the user's request, with an updated semantic and a reasoning note, until "
-    "only the objects that satisfy the request remain. Then give their ids. "
-    'Answer with JSON only: {"path": [{"step": 1, "objects": {"<id>": {"decision": "kept" | "rejected", '
-    '"semantic": "...", "reasoning": "..."}}}, ...], "ids": [<id>, ...]}.'
-)
+#: User message of the SFTDT model: the twin first (the prefix a server can cache), then the query.
+SFTDT_USER = "<digital_twin>{twin_json}</digital_twin>\n<query>{query}</query>"
 
-#: User message of the SFTDT model: the same tags as the pipeline's single-shot prompt.
-SFTDT_USER = "<query>{query}</query>\n<digital_twin>{twin_json}</digital_twin>"
+
+def sftdt_system() -> str:
+    """System prompt of the SFTDT model (``llm/prompts/sftdt.system.md``): training and serving share it."""
+    from dtwin_agent.llm.prompts import system_prompt
+
+    return system_prompt("sftdt.system.md").strip()
+
 
 Status = Literal["skeleton", "annotated"]
 
@@ -133,7 +129,7 @@ def render_messages(record_or_input: SegDTRecord | SegDTInput) -> list[dict[str,
     """Build the chat messages (system, user) of the SFTDT model: for training and for serving."""
     inp = record_or_input.input if isinstance(record_or_input, SegDTRecord) else record_or_input
     return [
-        {"role": "system", "content": SFTDT_SYSTEM},
+        {"role": "system", "content": sftdt_system()},
         {"role": "user", "content": SFTDT_USER.format(query=inp.query, twin_json=inp.twin_json())},
     ]
 
@@ -249,6 +245,13 @@ def parse_answer(text: str, twin_ids: Sequence[int]) -> tuple[list[ReasoningStep
             report.duplicate_ids.append(object_id)
         else:
             ids.append(object_id)
+    report.unknown_ids = list(dict.fromkeys(report.unknown_ids))
+    named_known = ids or any(step.objects for step in steps)
+    if report.unknown_ids and not named_known:
+        raise ParseError(
+            f"none of the ids {sorted(set(report.unknown_ids))} is in the twin; choose from {known}",
+            report=report,
+        )
     if not steps or sorted(ids) != steps[-1].kept:
         if steps:
             report.note(

@@ -11,6 +11,8 @@ Conventions
 * ``bbox = (x_min, y_min, x_max, y_max)``: inclusive pixel indices of the mask (paper's ``b_i``).
 * ``area_pct``: mask pixels / image pixels x 100 (paper's ``A_i``).
 * ``centroid``: mean ``(x, y)`` of the mask's pixel indices (paper Eq. 2's ``c_i``).
+* T_i carries ordinal facts over all N' objects (rank by area, by centroid x and y), computed
+  here because they need every object (:func:`~dtwin_agent.spatial.text.ordinal_facts`).
 
 The polygon conventions are in :mod:`~dtwin_agent.spatial.geometry`, the relation rules and the
 budget in :mod:`~dtwin_agent.spatial.relations`, the T_i template in :mod:`~dtwin_agent.spatial.text`.
@@ -28,7 +30,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from dtwin_agent.config import Settings, SpatialSettings
 from dtwin_agent.spatial.geometry import crop_polygon
 from dtwin_agent.spatial.relations import pair_table, select_relations
-from dtwin_agent.spatial.text import spatial_text
+from dtwin_agent.spatial.text import ordinal_facts, spatial_text
 from dtwin_agent.twin import RLE, Relation, RelationKind
 
 __all__ = ["MaskLike", "ObjectGeometry", "build_spatial", "pairwise_relations"]
@@ -152,6 +154,7 @@ def build_spatial(
     near = spatial.near_fraction * float(np.hypot(width, height))
     table = pair_table(list(geoms), centroids, near)
     relations = select_relations(table, boxes, areas, ids, spatial.max_relations, geoms)
+    facts = ordinal_facts(areas.tolist(), [tuple(c) for c in centroids.tolist()])
     out = []
     for index in range(n):
         bbox = tuple(int(v) for v in boxes[index])
@@ -164,7 +167,7 @@ def build_spatial(
                 area_pct=area_pct,
                 centroid=centroid,
                 relations=relations[index],
-                text=spatial_text(bbox, area_pct, centroid, relations[index], width, height),  # type: ignore[arg-type]
+                text=spatial_text(bbox, area_pct, centroid, relations[index], width, height, facts[index]),  # type: ignore[arg-type]
                 area_px=int(areas[index]),
                 polygon=geoms[index],
             )

@@ -50,8 +50,15 @@ def human_text(messages: list[BaseMessage]) -> str:
 
 
 def twin_of(messages: list[BaseMessage]) -> dict[str, Any]:
-    match = re.search(r"<digital_twin>(.*?)</digital_twin>", human_text(messages), re.S)
+    """JSON(D) as the reasoner's prompt shows it (the whole twin, the cached prefix)."""
+    match = re.search(r"<digital_twin[^>]*>(.*?)</digital_twin>", human_text(messages), re.S)
     return json.loads(match.group(1))
+
+
+def in_question(messages: list[BaseMessage]) -> dict[str, Any] | None:
+    """JSON(D^(j-1)) of a refinement step j >= 2 (the objects still in question), else None."""
+    match = re.search(r"<still_in_question>(.*?)</still_in_question>", human_text(messages), re.S)
+    return json.loads(match.group(1)) if match else None
 
 
 def region_ids(messages: list[BaseMessage]) -> list[int]:

@@ -38,3 +38,15 @@ def twin_from_masks(
     return DigitalTwin(
         image=ImageInfo(width=width, height=height, sha256=sha * 64, source=source), objects=built
     )
+
+
+def toy_twin() -> DigitalTwin:
+    """Three objects: a white mug, a wooden table, a steel knife (spatial text given)."""
+    return twin_from_masks(
+        [
+            (box(40, 60, 0, 0, 20, 20), "a white mug", "top left", None),
+            (box(40, 60, 20, 0, 60, 20), "a wooden table", "top right", None),
+            (box(40, 60, 0, 25, 30, 35), "a steel knife", "bottom left", None),
+        ],
+        sha="c",
+    )

@@ -1,4 +1,8 @@
-"""finalize: the answer mask is the union of the chosen objects' masks (paper 3.2)."""
+"""finalize: the answer mask is the union of the chosen objects' masks (paper 3.2).
+
+A failed run (``error`` set by ``refine``) has no chosen ids: its mask is empty and its message
+is the error.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ _STOP_TEXT = {
     "max_steps": "the step limit was reached",
     "single_shot": "single-shot answer",
     "sftdt": "SFTDT answer (the whole path in one call)",
-    "unparseable": "the reasoner's answer could not be parsed",
+    "unparseable": "a later step's answer was unusable; the previous step's objects were kept",
+    "failed": "the reasoner gave no usable answer",
 }
 
 
@@ -25,7 +30,9 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
     ids = [i for i in (steps[-1].ids if steps else []) if i in known]
     union = twin.union_mask(ids)
     reason = _STOP_TEXT.get(state.get("stop_reason", ""), state.get("stop_reason", ""))
-    if ids:
+    if state.get("error"):
+        message = f"{state['error']}; the mask is empty"
+    elif ids:
         message = f"chose {len(ids)} object(s): {', '.join(map(str, ids))} ({reason})"
     else:
         message = f"empty answer: no object chosen ({reason}); the mask is empty"

@@ -1,7 +1,9 @@
 """propose_masks: SAM everything mode + the granularity policy (paper 3.1), or another proposer.
 
 The image is downscaled to ``perception.max_image_side`` for the proposer; masks are mapped back
-to the original size before they are encoded, so every RLE is at the original image size.
+to the original size before they are encoded, so every RLE is at the original image size. Before
+SAM loads, a local LLM server this process started (for the granularity choice without a VLM) is
+stopped, so both are never resident at once; the refinement stage starts it again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dtwin_agent.graph.nodes._common import context_of, image_of
 from dtwin_agent.graph.state import ProposedMask
 from dtwin_agent.images import downscale
 from dtwin_agent.llm.usage import Usage
-from dtwin_agent.perception import get_proposer
+from dtwin_agent.perception import get_proposer, resolve_proposer_name
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.progress import reporter
 
@@ -78,6 +80,10 @@ def propose_masks(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str,
     context = context_of(runtime)
     settings = context.settings
     started = time.perf_counter()
+    if context.proposer is None and resolve_proposer_name(settings) == "sam":
+        from dtwin_agent.offline import local_llm
+
+        local_llm.release_all()  # SAM and the local LLM are never resident together; refine restarts it
     proposer = context.proposer or get_proposer(settings)
     image = image_of(state)
     small, _ = downscale(image.rgb, settings.perception.max_image_side)

@@ -6,6 +6,12 @@ previous ones, each with an updated semantic and a reasoning note. :func:`route_
 loops until the id set is unchanged, it is empty or ``reasoning.max_refine_steps`` is reached.
 ``reasoning.mode = "single_shot"`` asks for the ids directly in one call; ``"sftdt"`` asks an SFTDT
 model for the whole path in one answer, with the messages its Seg-DT records train it on.
+
+Never a silent wrong answer: when the first answer cannot be used (after the one repair
+round-trip: prose, cut-off or empty output, a ``<think>`` block that ran out, only unknown ids),
+the run fails: step 1 keeps nothing, ``stop_reason`` is ``failed`` and ``error`` says which model
+gave what (:data:`FAILED`). A later step's unusable answer keeps the previous step's already
+filtered ids, with a warning (``stop_reason`` ``unparseable``).
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from dtwin_agent.progress import emit
 from dtwin_agent.reasoning import get_reasoner
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
-_UNUSABLE = {
-    "refine": "refine step {j}: the LLM's answer could not be parsed; kept the previous step's objects",
-    "single_shot": "refine: the LLM's answer could not be parsed; no selection made",
-    "sftdt": "refine: the SFTDT answer could not be parsed; no selection made",
-}
+FAILED = "failed"
+UNPARSEABLE = "unparseable"
+
+
+def failure_text(reasoner_name: str, step: int, problem: str) -> str:
+    """The one line a failed run reports (CLI, tool, result): the model and what it answered."""
+    return (
+        f"reasoning failed: the LLM {reasoner_name} gave {problem or 'an unusable answer'} at step {step}, "
+        "also after one repair request; no object was chosen"
+    )
 
 
 def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
@@ -59,17 +70,31 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     }
     j = previous.step + 1
     if not new:
-        steps.append(ReasoningStep(step=j, ids=previous.ids, report=reply.report))
-        return update | {
-            "steps": steps,
-            "stop_reason": "unparseable",
-            "warnings": [_UNUSABLE[mode].format(j=j)],
-        }
+        report = {**reply.report, "problem": reply.problem}
+        if previous.step == 0:  # the first answer: a failure, never "every object"
+            error = failure_text(reasoner.name, j, reply.problem)
+            steps.append(ReasoningStep(step=j, ids=[], report=report))
+            return update | {"steps": steps, "stop_reason": FAILED, "error": error, "warnings": [error]}
+        steps.append(ReasoningStep(step=j, ids=previous.ids, report=report))
+        warning = (
+            f"refine step {j}: the LLM {reasoner.name} gave {reply.problem or 'an unusable answer'}; "
+            f"kept the {len(previous.ids)} object(s) of step {previous.step}"
+        )
+        return update | {"steps": steps, "stop_reason": UNPARSEABLE, "warnings": [warning]}
     steps.extend(new)
     last = steps[-1]
-    unknown = (last.report or {}).get("unknown_ids") or []
-    if unknown:
-        update["warnings"] = [f"refine step {last.step}: dropped unknown ids {unknown}"]
+    warnings = []
+    for step in new:
+        report = step.report or {}
+        if report.get("unknown_ids"):
+            warnings.append(f"refine step {step.step}: dropped unknown ids {report['unknown_ids']}")
+        warnings += [
+            f"refine step {step.step}: {note}"
+            for note in report.get("notes", [])
+            if "cut off" in note or "copy of the prompt's template" in note
+        ]
+    if warnings:
+        update["warnings"] = warnings
     if mode != "refine":
         stop = mode
     elif not last.ids:

@@ -3,8 +3,8 @@
 For each mask the VLM sees the masked crop (padded bounding box, background dimmed), the whole
 image with the mask outlined and the query. ``semantics.batch_size`` > 1 puts several masks in one
 call (each numbered). Calls run concurrently under ``semantics.concurrency``. Answers are cached
-per (image hash, mask, prompt, model). Without a VLM the offline labeller measures colour, shape,
-size and position from the pixels.
+per (image hash, mask, prompt, model). Without a VLM the offline labeller measures colour
+and shape from the pixels (with ImageNet labels when its classifier is fetched).
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ from dtwin_agent.twin import RLE
 
 
 def offline_labeller_name(settings: Settings) -> str:
-    """What the offline labeller uses: the classifier it resolves to, and the measured words."""
+    """The offline labeller as the run's ``components`` name it (with the classifier it resolves to)."""
     from dtwin_agent.offline import classifier
 
     name = settings.semantics.classifier
     if name == "auto":
         name = classifier.DEFAULT if classifier.available(classifier.DEFAULT, settings) else "none"
-    return (
-        "colour/shape/position" if name == "none" else f"ImageNet classifier {name} + colour/shape/position"
-    )
+    return labeller.labeller_name(name)
 
 
 def system_prompt(settings: Settings) -> str:
@@ -116,7 +114,7 @@ def assign_semantics(state: dict[str, Any], runtime: Runtime[Context]) -> dict[s
         return {
             "semantics": semantics,
             "usage": usage.model_dump(),
-            "components": {"semantics": f"offline labeller ({offline_labeller_name(settings)})"},
+            "components": {"semantics": offline_labeller_name(settings)},
         }
 
     query = state.get("query", "")

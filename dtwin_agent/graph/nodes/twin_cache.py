@@ -17,13 +17,13 @@ from dtwin_agent.graph.context import Context
 from dtwin_agent.graph.nodes._common import context_of
 from dtwin_agent.graph.nodes.semantics import offline_labeller_name
 from dtwin_agent.perception import resolve_settings_for_proposer
-from dtwin_agent.twin import DigitalTwin
+from dtwin_agent.twin import TWIN_VERSION, DigitalTwin
 
 CACHE_NOTE = "twin reused from the cache"
 
 
 def twin_cache_key(state: dict[str, Any], settings: Settings) -> str:
-    """Key of a cached twin: image pixels, perception + spatial settings, granularity, labeller.
+    """Key of a cached twin: twin version, image pixels, perception + spatial settings, granularity, labeller.
 
     The query is not part of the key: a follow-up query on the same image reuses the twin (its
     labels were written for the first query).
@@ -40,6 +40,7 @@ def twin_cache_key(state: dict[str, Any], settings: Settings) -> str:
     ]
     return content_key(
         "twin",
+        TWIN_VERSION,  # the T_i and S_i wording changes with it
         state["image_sha256"],
         perception,
         settings.spatial.model_dump(),

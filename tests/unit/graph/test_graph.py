@@ -6,7 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from helpers.fakes import ScriptedChatModel, StaticProposer, human_text, region_ids, three_box_scene, twin_of
+from helpers.fakes import (
+    ScriptedChatModel,
+    StaticProposer,
+    human_text,
+    in_question,
+    region_ids,
+    three_box_scene,
+    twin_of,
+)
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
 
@@ -79,7 +87,15 @@ def test_messages_each_node_sends(scene):
         twin = twin_of(call)
         assert twin and all(set(v) >= {"spatial", "semantic"} for v in twin.values())
     assert twin_of(llm.calls[0])["2"]["semantic"] == "red apple"
-    assert "reasoning" in twin_of(llm.calls[1])["2"]
+    # step 2 reads the same twin first (a cached prefix), then D^(1): the kept object with its notes
+    assert twin_of(llm.calls[1]) == twin_of(llm.calls[0]) and in_question(llm.calls[0]) is None
+    assert in_question(llm.calls[1]) == {
+        "2": {
+            "spatial": twin_of(llm.calls[0])["2"]["spatial"],
+            "semantic": "red apple, edible",
+            "reasoning": "fruit",
+        }
+    }
     assert result.ids == [2] and result.stop_reason == "converged"
     assert result.mask.shape == img.shape[:2] and result.mask.sum() == 35 * 35
 
@@ -136,12 +152,12 @@ def test_unparseable_answer_is_repaired_once(scene):
     assert result.ids == [2]
 
 
-def test_unparseable_twice_is_reported_not_raised(scene):
+def test_unparseable_twice_is_a_reported_failure_not_every_object(scene):
     img, _, proposer = scene
     llm = scripted_llm(["no idea", "still no idea"])
     result = segment(img, "fruit", settings=settings_with(label_vlm(), llm), proposer=proposer)
-    assert result.stop_reason == "unparseable" and result.ids == [1, 2, 3]
-    assert any("could not be parsed" in w for w in result.warnings)
+    assert result.stop_reason == "failed" and result.ids == [] and not result.ok and not result.mask.any()
+    assert result.warnings == [result.error] and "prose instead of JSON" in result.error
 
 
 def test_single_shot_mode(scene):

@@ -354,3 +354,16 @@ def test_bad_session_ids_are_tool_errors(session_id: str, hint: str, scene: Path
     )
     message = call(tool, image_path="scene.png", query="the red shape", session_id=session_id)
     assert message.status == "error" and hint in message.content, message.content
+
+
+def test_a_failed_run_is_a_tool_error_with_a_hint(scene: Path, tmp_path: Path) -> None:
+    """Issue 12: an unusable reasoning answer is an error the agent sees, never an empty success."""
+
+    def failing(path: Path, query: str, *, settings: Any = None) -> SegmentationResult:
+        error = "reasoning failed: the LLM openai:m gave prose instead of JSON at step 1"
+        return fake_result(path).model_copy(update={"ids": [], "error": error, "stop_reason": "failed"})
+
+    tool = DTwinSegmentTool(segmenter=failing, allowed_roots=[scene.parent], output_dir=tmp_path / "out")
+    message = call(tool, image_path="scene.png", query="the red one")
+    assert message.status == "error"
+    assert "prose instead of JSON" in message.content and "stronger reasoning model" in message.content

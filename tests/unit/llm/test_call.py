@@ -92,8 +92,8 @@ def test_repair_round_trip_sends_the_bad_answer_and_the_error():
     assert isinstance(second[-1], HumanMessage)
     assert second[-1].content == repair_message(str(err.value))
     assert second[-1].content == (
-        "Your previous answer could not be used: no granularity found; answer "
-        '{"granularity": "group" | "object" | "part", "reason": "..."}. '
+        "Your previous answer could not be used: no granularity found; answer with an object with "
+        '"granularity" (group, object or part) and "reason". '
         "Reply again with valid JSON only, in the requested format: no prose, no Markdown fences."
     )
 

@@ -32,7 +32,7 @@ def answer(body: dict) -> str:
     if "Label these regions" in text:
         ids = [int(x) for x in re.findall(r"#(\d+)", text.split("Label these regions:")[1].split(".")[0])]
         return json.dumps({"objects": [{"id": i, "observation": "o", "semantic": NAMES[i]} for i in ids]})
-    twin = json.loads(re.search(r"<digital_twin>(.*?)</digital_twin>", text, re.S).group(1))
+    twin = json.loads(re.search(r"<digital_twin[^>]*>(.*?)</digital_twin>", text, re.S).group(1))
     keep = [int(k) for k, v in twin.items() if "apple" in v["semantic"] or "pear" in v["semantic"]]
     return json.dumps(
         {"objects": [{"id": i, "semantic": twin[str(i)]["semantic"], "reasoning": "fruit"} for i in keep]}

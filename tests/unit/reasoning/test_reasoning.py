@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers.fakes import ScriptedChatModel
 from helpers.scenes import ColourProposer, write_scene
-from helpers.twins import box, twin_from_masks
+from helpers.twins import box, toy_twin
 
 from dtwin_agent.api import SegmentationResult, segment
 from dtwin_agent.config import Settings, resolve_settings
@@ -21,18 +21,6 @@ from dtwin_agent.reasoning.llm import LLMReasoner
 from dtwin_agent.sft.build import build_skeleton
 from dtwin_agent.sft.records import parse_record, render_messages, render_target
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
-
-
-def toy_twin() -> DigitalTwin:
-    """Three objects: a white mug, a wooden table, a steel knife (spatial text given)."""
-    return twin_from_masks(
-        [
-            (box(40, 60, 0, 0, 20, 20), "a white mug", "top left", None),
-            (box(40, 60, 20, 0, 60, 20), "a wooden table", "top right", None),
-            (box(40, 60, 0, 25, 30, 35), "a steel knife", "bottom left", None),
-        ],
-        sha="c",
-    )
 
 
 def reason(twin: DigitalTwin, query: str, settings: Settings, dialogue: str = "") -> SegmentationResult:
@@ -101,8 +89,9 @@ def test_keyword_reasoner_reads_no_prompt_file(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(prompts, "load_prompt", broken)
     monkeypatch.setattr(prompts, "render_prompt", broken)
+    monkeypatch.setattr(prompts, "system_prompt", broken)
     monkeypatch.setattr(llm_reasoner, "render_prompt", broken)
-    monkeypatch.setattr(llm_reasoner, "load_prompt", broken)
+    monkeypatch.setattr(llm_reasoner, "system_prompt", broken)
     settings = Settings(models={"llm": "offline:lexical"})
     twin = toy_twin()
     for mode in ("refine", "single_shot", "sftdt"):
@@ -179,9 +168,8 @@ def test_sftdt_answer_repaired_once_then_reported() -> None:
 
     bad = ScriptedChatModel(respond=lambda messages: "no idea")
     failed = reason(twin, "cut bread", Settings(models={"llm": bad}, reasoning={"mode": "sftdt"}))
-    assert failed.stop_reason == "unparseable" and any(
-        "SFTDT answer could not be parsed" in w for w in failed.warnings
-    )
+    assert failed.stop_reason == "failed" and not failed.ok and failed.ids == []
+    assert "prose instead of JSON" in failed.error and failed.warnings == [failed.error]
 
 
 def test_sftdt_in_a_chat_puts_the_dialogue_before_the_request() -> None:
@@ -191,4 +179,5 @@ def test_sftdt_in_a_chat_puts_the_dialogue_before_the_request() -> None:
         twin, "only the left one", Settings(models={"llm": llm}, reasoning={"mode": "sftdt"}), "Turn 1 ..."
     )
     user = llm.calls[0][-1].content
-    assert user.startswith("<query>Turn 1 ...\n\nCurrent request: only the left one</query>\n<digital_twin>")
+    assert user.startswith("<digital_twin>")  # the twin first: the prefix a server caches
+    assert user.endswith("</digital_twin>\n<query>Turn 1 ...\n\nCurrent request: only the left one</query>")

@@ -46,4 +46,5 @@ def test_segment_against_a_prose_server_exits_1_with_one_line(tmp_path) -> None:
     assert data["ok"] is False and data["ids"] == [] and data["stop_reason"] == "failed"
     assert "prose instead of JSON" in data["error"] and data["warnings"][-1] == data["error"]
     refine_calls = [b for b in log if "<digital_twin" in json.dumps(b)]
-    assert len(refine_calls) == 2  # the answer and the one repair request
+    repairs = [b for b in refine_calls if "could not be used" in b["messages"][-1]["content"]]
+    assert len(repairs) == 1 and refine_calls[-1] is repairs[0]  # one repair request, then the failure

@@ -23,7 +23,7 @@ def test_bbox_area_centroid():
     assert geo.area_pct == pytest.approx(2.0)
     assert geo.centroid == pytest.approx(mask_ops.centroid(mask))
     assert geo.relations == []
-    assert geo.text == "top left; box x 10-30% y 20-30%; area 2.0%"  # a single object has no ranks
+    assert geo.text == "top left; x 10-30 y 20-30; area 2.0%"  # a single object has no ranks
 
 
 def test_rle_dict_and_array_inputs_agree():
@@ -60,7 +60,7 @@ def test_bad_inputs():
 def test_text_lists_budgeted_relations():
     masks = [box(10, 10, 29, 29), box(30, 10, 49, 29), box(10, 60, 29, 79)]
     geos = build_spatial(masks, [1, 2, 3], W, H)
-    assert geos[0].text.startswith("top left; box x 10-30% y 10-30%; area 4.0%, largest; leftmost, topmost; ")
+    assert geos[0].text.startswith("top left; x 10-30 y 10-30; area 4.0%, largest; leftmost, topmost; ")
     assert "area 4.0%, largest; rightmost, topmost;" in geos[1].text  # ties share the better rank
     assert "area 4.0%, largest; leftmost, bottommost;" in geos[2].text
     assert "touching #2" in geos[0].text and "left of #2" in geos[0].text and "above #3" in geos[0].text

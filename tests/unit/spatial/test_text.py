@@ -17,15 +17,12 @@ def test_spatial_text_template():
         Relation(target=4, kind="left of", distance=12.5),
         Relation(target=5, kind="above"),
     ]
-    facts = OrdinalFacts(n=14, size=5, x=2, y=4)
+    facts = OrdinalFacts(n=14, size=5, x=2, y=4)  # middle ranks (5th, 4th of 14) are left out
     text = spatial_text((12, 40, 200, 310), 3.214, (106.4, 175.6), relations, 1000, 800, facts)
     assert text == (
-        "top left; box x 1-20% y 5-39%; area 3.2%, 5th largest; 2nd from left, 4th from top; "
-        "inside #1; touching #3 #5; left of #4; above #5"
+        "top left; x 1-20 y 5-39; area 3.2%; 2nd from left; inside #1; touching #3 #5; left of #4; above #5"
     )
-    assert (
-        spatial_text((0, 0, 9, 9), 45.3, (500, 400), [], 1000, 800) == "centre; box x 0-1% y 0-1%; area 45%"
-    )
+    assert spatial_text((0, 0, 9, 9), 45.3, (500, 400), [], 1000, 800) == "centre; x 0-1 y 0-1; area 45%"
     assert "area 0.35%" in spatial_text((0, 0, 1, 1), 0.3512, (990, 790), [], 1000, 800)
     assert spatial_text((0, 0, 1, 1), 1, (990, 790), [], 1000, 800).startswith("bottom right;")
     assert KIND_ORDER[0] == "inside"
@@ -36,15 +33,15 @@ def test_spatial_text_template():
     [
         (1, 9, "largest"),
         (2, 9, "2nd largest"),
-        (5, 9, "5th largest"),  # the middle counts from the first end
-        (6, 9, "4th smallest"),
+        (3, 9, "3rd largest"),
+        (4, 9, ""),  # more than NEAR_END from both ends: left out
+        (5, 9, ""),
+        (7, 9, "3rd smallest"),
         (8, 9, "2nd smallest"),
         (9, 9, "smallest"),
-        (11, 30, "11th largest"),
-        (22, 30, "9th smallest"),
+        (11, 30, ""),
+        (28, 30, "3rd smallest"),
         (3, 40, "3rd largest"),
-        (23, 60, "23rd largest"),
-        (12, 40, "12th largest"),
     ],
 )
 def test_rank_words_count_from_the_nearer_end(rank: int, n: int, words: str) -> None:
@@ -61,3 +58,5 @@ def test_ordinal_facts_rank_area_and_position_ties_shared() -> None:
     assert {f.n for f in facts} == {4} and ordinal_facts([], []) == []
     text = spatial_text((80, 80, 99, 99), 20.0, (90.0, 90.0), [], 100, 100, facts[2])
     assert "area 20%, 2nd smallest; rightmost, bottommost" in text
+    middle = spatial_text((0, 0, 9, 9), 5.0, (50, 50), [], 100, 100, OrdinalFacts(n=20, size=10, x=9, y=12))
+    assert middle == "centre; x 0-10 y 0-10; area 5.0%"

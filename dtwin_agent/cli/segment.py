@@ -76,8 +76,8 @@ def segment(
 ) -> None:
     """Segment what QUERY asks for in IMAGE: writes OUT/mask.png, OUT/overlay.png, OUT/result.json.
 
-    The last lines say what was chosen and why. Exits 1 with one line when the reasoner gave no usable answer (the files are still written,
-    ``result.json`` with ``"ok": false``).
+    The last lines say what was chosen and why. Exits 1 with one line when the reasoner gave no
+    usable answer (the files are still written, ``result.json`` with ``"ok": false``).
     """
     from dtwin_agent.api import segment as run_segment
     from dtwin_agent.errors import ReasoningFailed

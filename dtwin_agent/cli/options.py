@@ -39,79 +39,30 @@ class PipelineOption:
     annotation: Any
 
 
+_SHARED: tuple[tuple[str, str, type, str], ...] = (
+    # parameter (its flag: --parameter-name), setting, value type, help
+    ("vlm", "models.vlm", str, "VLM 'provider:model' or 'offline'"),
+    ("llm", "models.llm", str, "LLM 'provider:model', 'local:NAME', 'offline' or 'offline:lexical'"),
+    ("base_url", "models.llm_base_url", str, "OpenAI-compatible server for the LLM"),
+    ("vlm_base_url", "models.vlm_base_url", str, "OpenAI-compatible server for the VLM"),
+    ("proposer", "perception.proposer", str, "auto | sam | offline"),
+    ("sam_checkpoint", "perception.sam_checkpoint", str, "SAM checkpoint: a model name or a file"),
+    ("sam_model_type", "perception.sam_model_type", str, "vit_h | vit_l | vit_b | vit_t"),
+    ("points_per_side", "perception.points_per_side", int, "SAM grid: N x N point prompts"),
+    ("device", "perception.device", str, "auto | cpu | cuda | cuda:N"),
+    ("granularity", "perception.granularity", str, "auto | group | object | part"),
+    ("strategy", "semantics.strategy", str, "labelling prompt: brainstorm | direct | in_context"),
+    ("mode", "reasoning.mode", str, "refine | single_shot | sftdt"),
+    ("max_steps", "reasoning.max_refine_steps", int, "refinement step limit"),
+)
+
 PIPELINE_OPTIONS: tuple[PipelineOption, ...] = (
     PipelineOption("config", None, ConfigOpt),
-    PipelineOption(
-        "vlm",
-        "models.vlm",
-        Annotated[str | None, typer.Option("--vlm", help="VLM 'provider:model' or 'offline'")],
-    ),
-    PipelineOption(
-        "llm",
-        "models.llm",
-        Annotated[
-            str | None,
-            typer.Option("--llm", help="LLM 'provider:model', 'local:NAME', 'offline' or 'offline:lexical'"),
-        ],
-    ),
-    PipelineOption(
-        "base_url",
-        "models.llm_base_url",
-        Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server for the LLM")],
-    ),
-    PipelineOption(
-        "vlm_base_url",
-        "models.vlm_base_url",
-        Annotated[str | None, typer.Option("--vlm-base-url", help="OpenAI-compatible server for the VLM")],
-    ),
-    PipelineOption(
-        "proposer",
-        "perception.proposer",
-        Annotated[str | None, typer.Option("--proposer", help="auto | sam | offline")],
-    ),
-    PipelineOption(
-        "sam_checkpoint",
-        "perception.sam_checkpoint",
-        Annotated[
-            str | None, typer.Option("--sam-checkpoint", help="SAM checkpoint: a model name or a file")
-        ],
-    ),
-    PipelineOption(
-        "sam_model_type",
-        "perception.sam_model_type",
-        Annotated[str | None, typer.Option("--sam-model-type", help="vit_h | vit_l | vit_b | vit_t")],
-    ),
-    PipelineOption(
-        "points_per_side",
-        "perception.points_per_side",
-        Annotated[int | None, typer.Option("--points-per-side", help="SAM grid: N x N point prompts")],
-    ),
-    PipelineOption(
-        "device",
-        "perception.device",
-        Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N")],
-    ),
-    PipelineOption(
-        "granularity",
-        "perception.granularity",
-        Annotated[str | None, typer.Option("--granularity", help="auto | group | object | part")],
-    ),
-    PipelineOption(
-        "strategy",
-        "semantics.strategy",
-        Annotated[
-            str | None, typer.Option("--strategy", help="labelling prompt: brainstorm | direct | in_context")
-        ],
-    ),
-    PipelineOption(
-        "mode",
-        "reasoning.mode",
-        Annotated[str | None, typer.Option("--mode", help="refine | single_shot | sftdt")],
-    ),
-    PipelineOption(
-        "max_steps",
-        "reasoning.max_refine_steps",
-        Annotated[int | None, typer.Option("--max-steps", help="refinement step limit")],
+    *(
+        PipelineOption(
+            name, setting, Annotated[kind | None, typer.Option("--" + name.replace("_", "-"), help=text)]
+        )
+        for name, setting, kind, text in _SHARED
     ),
 )
 """Every shared option, in the order ``--help`` lists them (after the command's own)."""

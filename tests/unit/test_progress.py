@@ -30,16 +30,18 @@ def offline_settings():
     )
 
 
-def test_segment_reports_every_stage_and_counter(offline_settings):
+def segment_scene(settings, proposer_class):
+    """Segment the three-box scene; returns the result and every progress event."""
     img, masks = three_box_scene()
     events: list[ProgressEvent] = []
     result = segment(
-        img,
-        "the red box",
-        settings=offline_settings,
-        proposer=BatchedProposer(masks),
-        on_progress=events.append,
+        img, "the red box", settings=settings, proposer=proposer_class(masks), on_progress=events.append
     )
+    return result, events
+
+
+def test_segment_reports_every_stage_and_counter(offline_settings):
+    result, events = segment_scene(offline_settings, BatchedProposer)
     assert result.ids
     starts = [e.stage for e in events if e.kind == "start"]
     ends = [e.stage for e in events if e.kind == "end"]
@@ -70,15 +72,7 @@ def test_build_twin_reports_too_and_events_are_ordered_per_stage(offline_setting
 
 
 def test_proposer_without_on_progress_still_works(offline_settings):
-    img, masks = three_box_scene()
-    events: list[ProgressEvent] = []
-    result = segment(
-        img,
-        "the red box",
-        settings=offline_settings,
-        proposer=StaticProposer(masks),
-        on_progress=events.append,
-    )
+    result, events = segment_scene(offline_settings, StaticProposer)
     assert result.ids and not [e for e in events if e.unit == "prompts"]
 
 

@@ -89,3 +89,14 @@ def test_live_display_on_a_terminal():
         show(ProgressEvent("propose_masks", "end", message="12 masks", seconds=3.0))
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
     assert "done propose_masks (3.0 s): 12 masks" in text
+
+
+def test_eval_and_twins_build_progress_is_plain_lines_in_a_log(capsys):
+    from dtwin_agent.evaluation.progress import Progress
+
+    with Progress("eval", 3, 1, True) as bar:  # one sample done by an earlier run
+        bar.advance({})
+        bar.advance({})
+    lines = _lines(io.StringIO(capsys.readouterr().err))
+    assert lines[0] == "eval: 1/3 samples" and lines[-2] == "eval: 3/3 samples"
+    assert lines[-1].startswith("eval: done in ") and lines[-1].endswith("(3/3 samples, 2 new)")

@@ -2,8 +2,9 @@
 
 Labels never hide an answer: a number goes inside its mask only when the mask is big enough to hold
 it with room to spare; otherwise it goes beside the mask, where it covers the least of any labelled
-mask and of other labels, joined to the mask by a leader line. The outlines of labelled masks are
-drawn last, over everything, so a mask's outline always shows.
+mask and of other labels, joined to the mask by a leader line. Drawing order: fills, leader lines,
+the outlines of every labelled mask (over fills and leader lines, so an outline always shows), then
+the numbers (placed where they cover no labelled mask, so they stay readable over other outlines).
 
 (What the VLM is shown lives with the VLM calls, in :mod:`dtwin_agent.llm.views`.)
 """
@@ -230,21 +231,21 @@ def draw_objects(
         sizes[object_id] = (right - left + 2 * pad, bottom - top + 2 * pad)
     placements = place_labels(chosen, sizes, (height, width))
     line = max(1, thickness)
-    for place in placements:
-        col = _colour(place.id - 1)
+    for place in placements:  # leader lines first: the outlines go over their ends
         if not place.inside:
             start = _leader_start(place.box, place.anchor)
             draw.line([start, place.anchor], fill=(0, 0, 0), width=line + 2)
-            draw.line([start, place.anchor], fill=col, width=line)
-            r = line + 1
-            ax, ay = place.anchor
-            draw.ellipse((ax - r, ay - r, ax + r, ay + r), fill=col, outline=(0, 0, 0))
+            draw.line([start, place.anchor], fill=_colour(place.id - 1), width=line)
+    canvas = np.array(img)
+    for object_id, mask in chosen:  # every labelled mask's outline, over the fills and the leader lines
+        cv2.drawContours(canvas, list(_contours(mask)), -1, _colour(object_id - 1), thickness)
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for place in placements:  # the numbers last, readable: placed where they cover no labelled mask
         x0, y0, x1, y1 = place.box
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=(0, 0, 0), outline=col)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=(0, 0, 0), outline=_colour(place.id - 1))
         draw.text(((x0 + x1) / 2, (y0 + y1) / 2), str(place.id), fill=(255, 255, 255), font=font, anchor="mm")
     canvas = np.array(img)
-    for object_id, mask in chosen:  # outlines last: always visible, over labels and leader lines
-        cv2.drawContours(canvas, list(_contours(mask)), -1, _colour(object_id - 1), thickness)
     return canvas
 
 

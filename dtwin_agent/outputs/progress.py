@@ -44,7 +44,7 @@ class ProgressDisplay:
         console: Console | None = None,
         *,
         live: bool | None = None,
-        interval_s: float = 5.0,
+        interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.clock = clock

@@ -112,6 +112,10 @@ class ProgressDisplay:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _stamp(self, text: str) -> None:
+        # stages still running whose start line waits (a chat turn's build_twin around its nodes):
+        # shown first, so the log stays in time order
+        for stage, state in sorted(self._running.items(), key=lambda item: item[1]["since"]):
+            self._flush_start(stage, state)
         self._print(f"[{self.clock() - self._t0:6.1f} s] {text}")
 
     def _show_plain(self, event: ProgressEvent) -> None:

@@ -100,3 +100,14 @@ def test_eval_and_twins_build_progress_is_plain_lines_in_a_log(capsys):
     lines = _lines(io.StringIO(capsys.readouterr().err))
     assert lines[0] == "eval: 1/3 samples" and lines[-2] == "eval: 3/3 samples"
     assert lines[-1].startswith("eval: done in ") and lines[-1].endswith("(3/3 samples, 2 new)")
+
+
+def test_plain_lines_stay_in_time_order_with_nested_stages():
+    clock = FakeClock()
+    buf = io.StringIO()
+    show = ProgressDisplay(Console(file=buf, width=80), live=False, clock=clock)
+    show(ProgressEvent("build_twin", "start"))  # a chat turn's subgraph, around its nodes
+    show(ProgressEvent("load_image", "start"))
+    clock.now = 0.1
+    show(ProgressEvent("load_image", "end", message="800x534 px", seconds=0.1))
+    assert _lines(buf) == ["build_twin: started", "load_image: done in 0.1 s (800x534 px)"]

@@ -159,11 +159,14 @@ class ProgressDisplay:
         """Plain lines: show starts of stages running for a second, "still running" after a silence."""
         now = self.clock()
         with self._lock:
+            # only the innermost running stage (the last started) says it is still running: a chat
+            # turn's reason (around refine), a node starting the local LLM server
+            latest = next(reversed(self._running), None)  # dicts keep insertion order: the last started
             for stage, state in list(self._running.items()):
                 if not state["shown"] and now - state["since"] >= _START_DELAY_S:
                     self._flush_start(stage, state)
                     state["said"] = now
-                elif state["shown"] and now - state["said"] >= 2 * self.interval_s:
+                elif stage == latest and state["shown"] and now - state["said"] >= 2 * self.interval_s:
                     state["said"] = now
                     counters = [e.line().split(": ", 1)[-1] for (s, _), (_, e) in self._counters.items()
                                 if s == stage]  # fmt: skip

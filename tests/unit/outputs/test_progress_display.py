@@ -111,3 +111,19 @@ def test_plain_lines_stay_in_time_order_with_nested_stages():
     clock.now = 0.1
     show(ProgressEvent("load_image", "end", message="800x534 px", seconds=0.1))
     assert _lines(buf) == ["build_twin: started", "load_image: done in 0.1 s (800x534 px)"]
+
+
+def test_only_the_innermost_running_stage_says_it_is_still_running():
+    clock = FakeClock()
+    buf = io.StringIO()
+    show = ProgressDisplay(Console(file=buf, width=80), live=False, interval_s=5.0, clock=clock)
+    show(ProgressEvent("reason", "start"))
+    show(ProgressEvent("refine", "start"))
+    for now in (1.0, 11.0, 21.0):
+        clock.now = now
+        show.tick()
+    lines = _lines(buf)
+    assert [line for line in lines if "still running" in line] == [
+        "refine: still running, 11 s",
+        "refine: still running, 21 s",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -42,11 +43,11 @@ def need_package(module: str) -> None:
 
 TWIN = {
     "1": {"spatial": "bbox [10, 300, 200, 460], 4.0% of the image, lower left; left of #2",
-          "semantic": "offline labeller: top labels coffee mug 0.62, cup 0.21; medium-sized white region, round"},
+          "semantic": "coffee mug 0.62, cup 0.21; white, round"},
     "2": {"spatial": "bbox [400, 120, 900, 600], 30.5% of the image, centre; right of #1",
-          "semantic": "offline labeller: top labels golden retriever 0.71, Labrador retriever 0.12; large brown region"},
+          "semantic": "golden retriever 0.71, Labrador retriever 0.12; brown"},
     "3": {"spatial": "bbox [700, 20, 1000, 110], 2.7% of the image, upper right",
-          "semantic": "offline labeller: top labels wall clock 0.69, analog clock 0.22; small white region, round"},
+          "semantic": "wall clock 0.69, analog clock 0.22; white, round"},
 }  # fmt: skip
 
 
@@ -135,12 +136,27 @@ def test_offline_labeller_writes_classifier_labels_into_s_i(shared_image):
     corner = np.zeros(rgb.shape[:2], bool)
     corner[:50, :50] = True
     texts = labeller.describe_all(rgb, [whole, corner, np.zeros_like(whole)], settings=SETTINGS)
-    assert texts[0].startswith("offline labeller (ImageNet classifier efficientnet_lite0")
-    assert "husky" in texts[0].lower() and "top labels" in texts[0]
-    assert "in the upper left" in texts[1]
-    assert texts[2] == f"{labeller.PREFIX} empty region"
+    # S_i: the classifier's labels with scores, then colour and shape; which labeller wrote it is
+    # said once, in the run's components (labeller_name), not in every S_i
+    labels, _, words = texts[0].partition("; ")
+    assert "husky" in labels.lower() and re.search(r" 0\.\d\d", labels), texts[0]
+    assert words and "offline labeller" not in texts[0]
+    assert "; " in texts[1]
+    assert texts[2] == "empty region"
     plain = labeller.describe_all(rgb, [whole], classifier="none", settings=SETTINGS)
-    assert plain[0].startswith(labeller.PREFIX)
+    assert ";" not in plain[0] and plain[0].split(",")[0] in {
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "blue",
+        "purple",
+        "brown",
+        "black",
+        "white",
+        "grey",
+    }, plain[0]
+    assert "efficientnet_lite0" in labeller.labeller_name("efficientnet_lite0")
 
 
 def test_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_path):

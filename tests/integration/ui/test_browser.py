@@ -125,7 +125,7 @@ def test_upload_ask_followup_undo_reload_reopen(
         page.mouse.click(box["x"] + box["width"] * 24 / 128, box["y"] + box["height"] * 64 / 128)
         wait_text(page, "#object-info", "object #2", wait_s)
         info = text_of(page, "#object-info")
-        assert "red region" in info and "left of #" in info and "relations" in info
+        assert "semantic: red" in info and "left of #" in info and "relations" in info
         assert page.locator("#object-image img").count() == 1
     with steps.step(page, "download the turn's mask and result"):
         with page.expect_download() as download:

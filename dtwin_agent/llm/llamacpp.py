@@ -10,7 +10,8 @@ prompt of a few thousand tokens takes minutes; these events are what a person se
 
 The structured-output stream (``with_structured_output``: OpenAI's ``beta.chat.completions.stream``)
 keeps only the last chunk's usage, so llama.cpp's token counts were lost there; the usage block
-seen in the stream is given back to the message, and so to the run's ``usage``.
+seen in the stream is given back to the message, and so to the run's ``usage`` (with the tokens
+llama.cpp served from its prompt cache as ``cache_read``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class LlamaCppChatOpenAI(ChatOpenAI):
             usage = UsageMetadata(
                 input_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out
             )
+            cached = (last_usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+            if isinstance(cached, int) and cached > 0:  # read from llama.cpp's prompt cache
+                usage["input_token_details"] = {"cache_read": cached}
             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
         if last_usage:
             read(int(last_usage.get("prompt_tokens") or 0), int(last_usage.get("prompt_tokens") or 0))

@@ -42,7 +42,8 @@ def llamacpp_stream(handler: BaseHTTPRequestHandler, body: dict, *, trailing: bo
     for piece in (ANSWER[:15], ANSWER[15:30], ANSWER[30:]):
         send({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
     send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    send({"choices": [], "usage": {"prompt_tokens": 1200, "completion_tokens": 9, "total_tokens": 1209}})
+    usage = {"prompt_tokens": 1200, "completion_tokens": 9, "total_tokens": 1209}
+    send({"choices": [], "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 1000}}})
     if trailing:  # a last chunk without usage (the structured-output stream keeps the last chunk's)
         send({"choices": [], "timings": {"prompt_n": 1200, "predicted_n": 9}})
     handler.wfile.write(b"data: [DONE]\n\n")
@@ -85,6 +86,10 @@ def test_tokens_read_and_written_stream_as_progress(trailing):
     assert (
         out["raw"].usage_metadata["input_tokens"] == 1200 and out["raw"].usage_metadata["output_tokens"] == 9
     )
+    # the tokens llama.cpp served from its prompt cache reach the run's usage
+    assert out["raw"].usage_metadata["input_token_details"]["cache_read"] == 1000
+    recorded = Usage().add_message("refine", out["raw"]).stages["refine"]
+    assert recorded.cached_input_tokens == 1000 and recorded.input_tokens == 1200
 
 
 def test_server_start_up_is_its_own_progress_line_and_usage_stage(monkeypatch, tmp_path):

@@ -145,8 +145,8 @@ def emit(
         from langgraph.config import get_stream_writer
 
         writer = get_stream_writer()
-    except (ImportError, RuntimeError):  # not inside a graph run
-        return
+    except (ImportError, RuntimeError, KeyError):  # not inside a graph run (KeyError: a runnable's
+        return  # config without a graph runtime, e.g. a model invoked on its own)
     event = ProgressEvent(stage or _current_node() or "run", kind, done, total, unit, message, seconds)
     writer(event.to_dict())
 

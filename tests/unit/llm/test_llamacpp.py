@@ -92,6 +92,17 @@ def test_tokens_read_and_written_stream_as_progress(trailing):
     assert recorded.cached_input_tokens == 1000 and recorded.input_tokens == 1200
 
 
+def test_a_model_invoked_outside_a_graph_reports_nothing_and_works():
+    """A benchmark or script calling the local model directly must not fail on the progress stream."""
+    from dtwin_agent.llm.llamacpp import LlamaCppChatOpenAI
+    from dtwin_agent.offline.local_llm import local_client_options
+
+    with OpenAIServer(lambda n, handler, body: llamacpp_stream(handler, body, trailing=False)) as server:
+        model = LlamaCppChatOpenAI(**local_client_options(server.url, "tiny-gguf"))
+        out = model.with_structured_output(Choice, include_raw=True).invoke("which level?")
+    assert out["parsed"].granularity == "part"
+
+
 def test_server_start_up_is_its_own_progress_line_and_usage_stage(monkeypatch, tmp_path):
     from dtwin_agent.offline import local_llm
 

@@ -471,9 +471,7 @@ _GRANULARITY_HELP = (
 _GRANULARITY_LINE = re.compile(
     r"granularity\W{0,5}(?:is\s+|=\s*|:\s*)?[\"'*`]*([a-z0-9][a-z0-9 _-]{0,20})", re.I
 )
-_REFINE_FORMAT = (
-    'an object whose "objects" list has one entry per kept object with "reasoning", "id", "semantic"'
-)
+_REFINE_FORMAT = 'an object with "reasoning", the list "ids" of the kept ids and "objects" (id, semantic)'
 _GRANULARITY_KEYS = (
     "granularity",
     "level",
@@ -600,11 +598,24 @@ def parse_semantics(text: str, expected_ids: Sequence[int]) -> tuple[SemanticBat
     return SemanticBatch(objects=[labels[i] for i in expected if i in labels]), report
 
 
+def _ids_list(value: Any) -> list[Any] | None:
+    """The list under an ``ids`` key (``ids``, ``kept_ids``...) of a dict answer, if any."""
+    if not isinstance(value, dict):
+        return None
+    lowered = {str(k).lower(): v for k, v in value.items()}
+    return next((lowered[k] for k in _IDS_KEYS if isinstance(lowered.get(k), list)), None)
+
+
 def parse_refine_step(text: str, previous_ids: Sequence[int]) -> tuple[RefineStepOutput, ParseReport]:
     """Parse one refinement step D^(j) (paper Eqs. 7-8): the kept objects, in answer order.
 
-    Kept ids must be a subset of ``previous_ids``: unknown ones are dropped and reported, repeats
-    are dropped. An explicit empty list is a valid answer (nothing matches).
+    Accepts ``{"reasoning", "ids": [...], "objects": [{"id", "semantic", "reasoning"}]}`` (the
+    kept set is ``ids``, unless it is empty beside filled ``objects``; ``objects`` adds the notes
+    of kept objects) and, from models that answer
+    otherwise, ``{"objects": [...]}`` alone, a bare list, ``{id: {...}}``... (see ``_entries``). Kept ids
+    must be a subset of ``previous_ids``: unknown ones are dropped and reported, repeats are dropped.
+    An explicit empty list is a valid answer (nothing matches). A kept object without its own
+    reasoning gets the step's.
 
     Raises:
         ParseError: when no list of objects can be read, or every id named is unknown.
@@ -612,15 +623,22 @@ def parse_refine_step(text: str, previous_ids: Sequence[int]) -> tuple[RefineSte
     """
     report = ParseReport()
     value = _all_json(text, report)
-    pairs = _entries(value, report)
-    explicit_empty = _is_explicit_empty(value)
-    if not pairs and not explicit_empty:
+    listed = _ids_list(value)
+    lowered = {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else {}
+    notes = next((lowered[k] for k in _LIST_KEYS if isinstance(lowered.get(k), list | dict)), None)
+    if listed is not None and (listed or not notes):  # "ids" says what is kept (an empty one: nothing)
+        fields_of = {coerce_id(raw): f for raw, f in _entries(notes or [], ParseReport())}
+        pairs = [(raw, fields_of.get(coerce_id(raw), {})) for raw, _ in _entries(listed, report)]
+    else:  # entries only (or an empty "ids" beside filled entries: the entries)
+        pairs = _entries(value, report)
+    step_reasoning = _text_field(value, _REASONING_KEYS, report) if isinstance(value, dict) else ""
+    if not pairs and not _is_explicit_empty(value):
         raise ParseError(f"no kept objects found; answer {_REFINE_FORMAT}")
     kept = [
         KeptObject(
             id=object_id,
             semantic=_text_field(fields, _SEMANTIC_KEYS, report),
-            reasoning=_text_field(fields, _REASONING_KEYS, report),
+            reasoning=_text_field(fields, _REASONING_KEYS, report) or step_reasoning,
         )
         for object_id, fields in _select(pairs, previous_ids, report)
     ]
@@ -630,7 +648,7 @@ def parse_refine_step(text: str, previous_ids: Sequence[int]) -> tuple[RefineSte
             f"choose from {list(previous_ids)}",
             report=report,
         )
-    return RefineStepOutput(objects=kept), report
+    return RefineStepOutput(reasoning=step_reasoning, ids=[k.id for k in kept], objects=kept), report
 
 
 def parse_single_shot(text: str, valid_ids: Sequence[int]) -> tuple[SingleShotOutput, ParseReport]:

@@ -29,22 +29,26 @@ class SemanticBatch(BaseModel):
 
 
 class KeptObject(BaseModel):
-    """One object kept in D^(j), with its updated semantic S_i^(j) and reasoning R_i^(j).
+    """One object kept in D^(j): its updated semantic S_i^(j) and, when given, its own reasoning R_i^(j)."""
 
-    ``reasoning`` comes first on purpose: models that write fields in schema order (JSON-schema
-    constrained decoding) then reason before they commit to an id (a local 1.5B model went from
-    4/20 to 11/20 right answers, see benchmarks/local_llm.py).
-    """
-
-    reasoning: str = ""
     id: int
     semantic: str = ""
+    reasoning: str = Field(default="", description="R_i^(j); the step's reasoning when empty")
 
 
 class RefineStepOutput(BaseModel):
-    """D^(j) = F_refine(D^(j-1), x_txt) (paper Eqs. 7-8): the kept objects."""
+    """D^(j) = F_refine(D^(j-1), x_txt) (paper Eqs. 7-8): the kept ids, then notes per kept object.
 
-    objects: list[KeptObject] = Field(default_factory=list, description="objects kept at this step")
+    The order is deliberate, for models that write fields in schema order (JSON-schema constrained
+    decoding): first ``reasoning`` on the request, so the model reasons before it commits to ids;
+    then ``ids``, one list holding every kept object (with one entry per object first, a 1.5B model
+    kept the first of three pizzas and closed the list); then ``objects``, the updated semantic
+    (and, optionally, the reasoning) of each kept object. ``benchmarks/local_llm.py`` measures it.
+    """
+
+    reasoning: str = Field(default="", description="what the request asks for and which objects satisfy it")
+    ids: list[int] = Field(default_factory=list, description="the ids kept at this step")
+    objects: list[KeptObject] = Field(default_factory=list, description="kept objects, updated")
 
 
 class SingleShotOutput(BaseModel):

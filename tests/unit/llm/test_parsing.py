@@ -286,6 +286,28 @@ def test_parse_refine_step_fields_and_reports():
     assert any("unknown" in n for n in report.notes)
 
 
+def test_parse_refine_step_ids_list_with_notes_per_kept_object():
+    """The schema's shape: every kept id in one list, then notes; the step's reasoning fills the gaps."""
+    text = (
+        '{"reasoning": "every pizza", "ids": [3, 5, "6", 9], '
+        '"objects": [{"id": 5, "semantic": "a pizza", "reasoning": "cheese on top"}, {"id": 2}]}'
+    )
+    out, report = parse_refine_step(text, [1, 2, 3, 5, 6])
+    assert out.ids == [3, 5, 6] and out.reasoning == "every pizza"
+    assert [(o.id, o.semantic, o.reasoning) for o in out.objects] == [
+        (3, "", "every pizza"),
+        (5, "a pizza", "cheese on top"),
+        (6, "", "every pizza"),
+    ]  # notes on ids outside "ids" (2) are not a selection
+    assert report.unknown_ids == [9]
+    empty, _ = parse_refine_step('{"reasoning": "nothing purple", "ids": []}', [1, 2])
+    assert empty.ids == [] and empty.objects == []
+    native, _ = parse_refine_step(
+        '{"reasoning": "", "ids": [], "objects": [{"id": 2, "semantic": "s"}]}', [1, 2]
+    )
+    assert native.ids == [2]  # an empty "ids" beside filled entries: the entries (a schema default)
+
+
 REFINE_BAD = {
     "garbage": "The cup, probably.",
     "only_unknown_ids": '{"objects": [{"id": 42}, {"id": 43}]}',

@@ -9,7 +9,8 @@ objects still in question and proposes candidates from what needs no understandi
   ``rectangular``) must appear in S_i; when no object has them the suggestion is empty and says so;
 - superlatives and extremes (``largest``, ``smallest``, ``leftmost``, ``on the right``, ``at the
   top``...) pick the extreme candidate by area or centroid (the facts T_i states as ranks), unless
-  the request asks for a group (``every``, ``all``, ``both``) or names a relation (``left of``).
+  the request asks for a group (``every``, ``all``, ``both``) or names a relation (``left of``);
+  in a relation only the words before it name the target ("the mug left of the laptop": mugs).
 
 The LLM sees the suggestion as a hint (:func:`hint_text`) and is told to override it whenever the
 request means something else (an implicit request shares no words: "the fruit a monkey would
@@ -90,10 +91,12 @@ def suggest(
     wanted = set(words)
     colours = sorted({_COLOUR_ALIASES.get(w, w) for w in wanted if w in COLOURS or w in _COLOUR_ALIASES})
     shapes = sorted(name for name, forms in SHAPES.items() if wanted & set(forms))
-    nouns = terms(query) - {stem(w) for w in _SPECIAL}
-    plural = any(w.endswith("s") and not w.endswith("ss") and stem(w) in nouns for w in words)
+    relation = _RELATION.search(query.lower())
+    target = query[: relation.start()] if relation else query  # "the mug left of the laptop": the mug
+    nouns = terms(target) - {stem(w) for w in _SPECIAL}
+    plural = any(w.endswith("s") and not w.endswith("ss") and stem(w) in nouns for w in _words(target))
     group = bool(wanted & _GROUP) or plural
-    relational = bool(_RELATION.search(query.lower()))
+    relational = relation is not None
     extremes = [] if group or relational else [w for w in words if w in _EXTREMES]
 
     cands = list(ids)

@@ -111,7 +111,17 @@ class PerceptionSettings(_Section):
     )
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)
-    points_per_batch: int = Field(default=64, ge=1)
+    points_per_batch: int | Literal["auto"] = Field(
+        default="auto",
+        description="prompts per decoder call; auto: 16 on a CPU (cache-sized), 1024 on CUDA (halved on OOM)",
+    )
+    decoder: Literal["fast", "exact"] = Field(
+        default="exact",
+        description="fast: per-image work once, low-rank attention; exact: segment-anything's own decoder",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="fast decoder products: auto = bf16 on CPUs with AMX / AVX512-BF16"
+    )
     pred_iou_thresh: float = Field(
         default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta"
     )
@@ -120,6 +130,12 @@ class PerceptionSettings(_Section):
     min_mask_region_area: int = Field(default=0, ge=0)
     part_iou_thresh: float = Field(default=0.85, ge=0, le=1, description="tau: part-level pairwise IoU")
     containment_thresh: float = Field(default=0.8, ge=0, le=1, description="tau': object-level Eq. 3")
+    growth_cover: float = Field(
+        default=0.9, ge=0, le=1, description="a re-prompted mask must cover this share of the original"
+    )
+    growth_border_max: float = Field(
+        default=0.25, ge=0, le=1, description="largest share of the image border a re-prompted mask may add"
+    )
     policy: Literal["granularity", "sam_only"] = Field(
         default="granularity", description="sam_only: exactly SamAutomaticMaskGenerator's masks"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -27,12 +28,23 @@ class Proposal:
     point: tuple[float, float] | None = None
 
 
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(done, total)``: called by a proposer as its work advances (SAM: after each decoder
+batch, counting prompts)."""
+
+
 @runtime_checkable
 class MaskProposer(Protocol):
     """Anything that turns an RGB image into mask proposals for a granularity level."""
 
     name: str
 
-    def propose(self, image: np.ndarray, granularity: Granularity) -> list[Proposal]:
-        """Return proposals for an ``H x W x 3`` uint8 image, masks at ``H x W``."""
+    def propose(
+        self, image: np.ndarray, granularity: Granularity, *, on_progress: ProgressCallback | None = None
+    ) -> list[Proposal]:
+        """Return proposals for an ``H x W x 3`` uint8 image, masks at ``H x W``.
+
+        ``on_progress(done, total)``, when given, is called as the work advances (at least once,
+        at the end, with ``done == total``).
+        """
         ...

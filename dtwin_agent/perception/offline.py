@@ -74,7 +74,7 @@ import numpy as np
 
 from dtwin_agent.config import Settings
 from dtwin_agent.perception import register_proposer
-from dtwin_agent.perception.base import Proposal
+from dtwin_agent.perception.base import ProgressCallback, Proposal
 from dtwin_agent.twin import GRANULARITIES, Granularity
 
 __all__ = ["LEVELS", "MergeLevel", "OfflineProposer", "build_offline_proposer"]
@@ -339,11 +339,14 @@ class OfflineProposer:
         self.last_timings = {"oversegment": t1 - t0, "merge": t2 - t1}
         return labels
 
-    def propose(self, image: np.ndarray, granularity: Granularity) -> list[Proposal]:
+    def propose(
+        self, image: np.ndarray, granularity: Granularity, *, on_progress: ProgressCallback | None = None
+    ) -> list[Proposal]:
         """Return one proposal per region of the partition (masks at the input size).
 
         Regions under ``perception.min_area_pct`` % of the image are dropped; the background
-        region is kept (see the module docstring).
+        region is kept (see the module docstring). ``on_progress(done, total)`` is called after
+        the segmentation (1 of 2) and after the masks (2 of 2).
 
         Raises:
             ValueError: for a malformed image or an unknown granularity.
@@ -353,6 +356,8 @@ class OfflineProposer:
         from scipy import ndimage
 
         labels = self.segment(image, granularity)
+        if on_progress is not None:
+            on_progress(1, 2)
         t0 = time.perf_counter()
         graph, alive = self._graph, self._alive
         threshold = self.levels[granularity].delta_e
@@ -379,6 +384,8 @@ class OfflineProposer:
                 Proposal(mask=mask, predicted_iou=predicted_iou, stability=stability, point=point)
             )
         self.last_timings["masks"] = time.perf_counter() - t0
+        if on_progress is not None:
+            on_progress(2, 2)
         return proposals
 
 

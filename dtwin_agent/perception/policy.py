@@ -5,8 +5,11 @@ After SAM's everything mode (``{m_1..m_N} = SAM_everything(x_img)``):
 - :func:`filter_by_predicted_iou`: ``M_filtered = {m_i | IoU_pred(m_i) > theta}``;
 - part level: :func:`part_dedup` removes one mask of each pair with ``IoU(m_i, m_j) > tau``;
 - object and group level: :func:`centroid_prompt_point` gives the centroid ``c_i`` of each mask
-  (Eq. 2), used as a new SAM prompt, and :func:`containment_filter` drops every mask ``m_j``
-  whose intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask ``m*`` exceeds
+  (Eq. 2), used as a new SAM prompt in multi-mask mode; :func:`choose_growth` decides, for each
+  everything-mode mask, which re-prompted mask (if any) replaces it: the largest that is a
+  *plausible growth* of it, so that no object is lost to a re-prompt that returned a group, the
+  background or the whole scene; then :func:`containment_filter` drops every mask ``m_j`` whose
+  intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask ``m*`` exceeds
   ``tau'`` (Eq. 3).
 
 No torch here: masks are boolean ``H x W`` numpy arrays; pairwise overlaps go through pycocotools.
@@ -22,7 +25,13 @@ from pycocotools import mask as mask_utils
 from dtwin_agent import masks as mask_ops
 from dtwin_agent.perception.base import Proposal
 
-__all__ = ["filter_by_predicted_iou", "part_dedup", "centroid_prompt_point", "containment_filter"]
+__all__ = [
+    "filter_by_predicted_iou",
+    "part_dedup",
+    "centroid_prompt_point",
+    "choose_growth",
+    "containment_filter",
+]
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -120,6 +129,102 @@ def centroid_prompt_point(mask: np.ndarray) -> tuple[float, float]:
     return float(xs[nearest]), float(ys[nearest])
 
 
+def choose_growth(
+    originals: Sequence[np.ndarray],
+    candidates: Sequence[Sequence[np.ndarray]],
+    candidate_ious: Sequence[Sequence[float]],
+    *,
+    theta: float,
+    cover: float,
+    tau_prime: float,
+    border_max: float,
+    full_frame: float = 0.95,
+) -> list[int | None]:
+    r"""Which re-prompted mask replaces each everything-mode mask (object / group level).
+
+    Paper 3.1 re-prompts SAM at the centroid ``c_i`` of every kept mask ``m_i`` in multi-mask mode
+    and takes the largest mask. Taken blindly, the largest is often a group of objects, the
+    background or the whole scene, and Eq. 3 then removes every object it contains. Here a
+    candidate ``c`` replaces the original ``m_o`` only when it is a **plausible growth** of it,
+    that is when every rule holds:
+
+    1. *quality*: ``IoU_pred(c) > theta`` (the filter every kept mask passed);
+    2. *growth*: ``|c| > |m_o|``, and ``c`` covers less than ``full_frame`` of the image;
+    3. *cover*: ``c`` covers most of the original: ``|c ∩ m_o| >= cover * |m_o|``;
+    4. *no swallowing*: ``c`` does not take in another kept mask ``m_k`` that ``m_o`` did not
+       already hold, where "takes in" is Eq. 3's test ``|c ∩ m_k| / |m_k| > tau'``. (When ``c``
+       is a larger kept object that the original is part of, the original stays here and Eq. 3
+       then merges it into that object, as before.)
+    5. *not the background*: the added region ``c \ m_o`` covers at most ``border_max`` of the
+       image border's pixels (what grows along the frame is floor, sky, wall or table).
+
+    Among the candidates that pass, the largest is chosen (the paper's ``argmax A``; ties: the
+    first); with none, the original stays (``None``).
+
+    Args:
+        originals: the kept everything-mode masks ``m_o`` (boolean ``H x W``, one shape).
+        candidates: for each original, its re-prompted masks (any number, same shape).
+        candidate_ious: SAM's predicted IoU of each candidate, same nesting as ``candidates``.
+        theta: the predicted-IoU threshold, in [0, 1].
+        cover: the cover threshold of rule 3, in [0, 1].
+        tau_prime: Eq. 3's containment threshold ``tau'``, in [0, 1].
+        border_max: largest share of the image border the growth may add, in [0, 1].
+        full_frame: a mask covering this share of the image is the scene, in [0, 1].
+
+    Returns:
+        For each original, the index of the chosen candidate, or ``None`` to keep the original.
+
+    Raises:
+        ValueError: if a threshold is outside [0, 1], the nesting does not match, or masks differ
+            in shape.
+    """
+    theta = _check_threshold("theta", theta)
+    cover = _check_threshold("cover", cover)
+    tau_prime = _check_threshold("tau_prime", tau_prime)
+    border_max = _check_threshold("border_max", border_max)
+    full_frame = _check_threshold("full_frame", full_frame)
+    if len(candidates) != len(originals) or len(candidate_ious) != len(originals):
+        raise ValueError("candidates and candidate_ious need one entry per original")
+    if not originals:
+        return []
+    flat = [c for group in candidates for c in group]
+    owner = np.repeat(np.arange(len(originals)), [len(g) for g in candidates])
+    flat_ious = np.asarray([v for group in candidate_ious for v in group], dtype=float)
+    if len(flat_ious) != len(flat):
+        raise ValueError("candidate_ious must have one value per candidate")
+    if not flat:
+        return [None] * len(originals)
+    height, width = _common_shape([*originals, *flat])
+    orig_rles = [_rle(m) for m in originals]
+    cand_rles = [_rle(m) for m in flat]
+    orig_area = np.asarray(mask_utils.area(orig_rles), dtype=float)
+    cand_area = np.asarray(mask_utils.area(cand_rles), dtype=float)
+    # held[k, j] = |m_k ∩ c_j| / |m_k|; inner[k, o] = |m_k ∩ m_o| / |m_k|
+    held = _pairwise(orig_rles, cand_rles, crowd=True)
+    inner = _pairwise(orig_rles, orig_rles, crowd=True)
+    border_o = np.stack([_border(m) for m in originals])
+    border_c = np.stack([_border(m) for m in flat])
+
+    n = len(originals)
+    choice: list[int | None] = [None] * n
+    best_area = np.zeros(n)
+    for j in range(len(flat)):
+        o = int(owner[j])
+        if not (flat_ious[j] > theta and orig_area[o] < cand_area[j] < full_frame * height * width):
+            continue  # rules 1 and 2
+        if held[o, j] < cover:
+            continue  # rule 3
+        others = np.arange(n) != o
+        if (others & (held[:, j] > tau_prime) & (inner[:, o] <= tau_prime)).any():
+            continue  # rule 4
+        if (border_c[j] & ~border_o[o]).mean() > border_max:
+            continue  # rule 5
+        if cand_area[j] > best_area[o]:
+            choice[o] = j - int(np.searchsorted(owner, o))
+            best_area[o] = cand_area[j]
+    return choice
+
+
 def containment_filter(masks: Sequence[np.ndarray], tau_prime: float) -> list[int]:
     """Object / group level: drop masks mostly contained in a larger kept mask (paper Eq. 3).
 
@@ -145,13 +250,13 @@ def containment_filter(masks: Sequence[np.ndarray], tau_prime: float) -> list[in
     if not masks:
         return []
     _common_shape(masks)
-    rles = [mask_utils.encode(np.asfortranarray(np.asarray(m, dtype=np.uint8))) for m in masks]
+    rles = [_rle(m) for m in masks]
     areas = np.asarray(mask_utils.area(rles), dtype=np.int64)
     order = sorted((i for i in range(len(masks)) if areas[i] > 0), key=lambda i: -areas[i])  # stable
     if not order:
         return []
     # ratio[j, k] = |m_j ∩ m_k| / |m_j| (pycocotools: rows are "detections", crowd "ground truths")
-    ratio = np.asarray(mask_utils.iou(rles, rles, [1] * len(rles)), dtype=float).reshape(len(rles), len(rles))
+    ratio = _pairwise(rles, rles, crowd=True)
     kept: list[int] = []
     for j in order:
         if not any(ratio[j, k] > tau_prime for k in kept):
@@ -167,3 +272,21 @@ def _common_shape(masks: Sequence[np.ndarray]) -> tuple[int, int]:
     if len(shape) != 2:
         raise ValueError(f"masks must be 2-D H x W arrays, got shape {shape}")
     return shape
+
+
+def _rle(mask: np.ndarray) -> dict:
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+
+
+def _pairwise(rows: list, cols: list, *, crowd: bool) -> np.ndarray:
+    """``len(rows) x len(cols)``: IoU, or with ``crowd`` the share ``|r ∩ c| / |r|`` (pycocotools)."""
+    if not rows or not cols:
+        return np.zeros((len(rows), len(cols)))
+    out = mask_utils.iou(rows, cols, [int(crowd)] * len(cols))
+    return np.asarray(out, dtype=float).reshape(len(rows), len(cols))
+
+
+def _border(mask: np.ndarray) -> np.ndarray:
+    """The mask's values on the image border: top row, bottom row, then the columns in between."""
+    mask = np.asarray(mask, dtype=bool)
+    return np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])

@@ -40,9 +40,11 @@ import numpy as np
 from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
 from dtwin_agent.perception import register_proposer
-from dtwin_agent.perception.base import Proposal
+from dtwin_agent.perception.base import ProgressCallback, Proposal
+from dtwin_agent.perception.decoder import PointDecoder, native_bf16
 from dtwin_agent.perception.policy import (
     centroid_prompt_point,
+    choose_growth,
     containment_filter,
     filter_by_predicted_iou,
     part_dedup,
@@ -53,6 +55,8 @@ __all__ = ["SamProposer", "load_sam", "resolve_device"]
 
 MOBILE_SAM_HINT = "pip install mobilesam-mirror"
 FULL_FRAME = 0.95  # a re-prompted mask covering this much of the image is the scene, not an object
+CPU_BATCH = 16  # prompts per decoder call on a CPU (benchmarks/everything_speed.py)
+CUDA_BATCH = 1024  # on CUDA: a whole 32 x 32 grid per call; halved on out-of-memory
 SamBuilder = Callable[[str], Any]  # checkpoint path -> Sam model, like sam_model_registry entries
 
 
@@ -81,9 +85,13 @@ def _backend() -> Any:
         the embedding back for the re-prompting stage without a second encoder pass.
         """
 
+        point_decoder: PointDecoder | None = None  # set for the fast decoder
+
         def set_torch_image(self, transformed_image: Any, original_image_size: tuple[int, ...]) -> None:
             super().set_torch_image(transformed_image, original_image_size)
             self.kept = (self.features, self.original_size, self.input_size)
+            if self.point_decoder is not None:
+                self.point_decoder.set_image(self.features)
 
         def restore(self) -> None:
             if getattr(self, "kept", None) is None:
@@ -94,6 +102,23 @@ def _backend() -> Any:
         def release(self) -> None:
             self.reset_image()
             self.kept = None
+            if self.point_decoder is not None:
+                self.point_decoder.reset()
+
+        def decode_points(self, coords: Any, multimask_output: bool = True) -> tuple[Any, Any]:
+            """Low-res logits and predicted IoUs for ``B x 2`` point prompts in model coordinates."""
+            model = self.model
+            labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
+            sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+            if self.point_decoder is not None:
+                return self.point_decoder(sparse, multimask_output)
+            return model.mask_decoder(
+                image_embeddings=self.features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
 
     class Generator(SamAutomaticMaskGenerator):
         """``SamAutomaticMaskGenerator`` with OOM batch halving and cheaper batches.
@@ -104,10 +129,12 @@ def _backend() -> Any:
         IoU, and upsampling is per mask, so the kept masks are bit-identical).
         """
 
-        def __init__(self, model: Any, **kwargs: Any) -> None:
+        def __init__(self, model: Any, *, point_decoder: PointDecoder | None = None, **kwargs: Any) -> None:
             super().__init__(model, **kwargs)
             self.predictor = KeepingPredictor(model)
+            self.predictor.point_decoder = point_decoder
             self.batch_size = self.points_per_batch
+            self.on_batch: Callable[[int], None] | None = None  # called with the prompts of each batch
 
         def _process_batch(
             self,
@@ -130,6 +157,8 @@ def _backend() -> Any:
                         torch.cuda.empty_cache()
                     continue
                 start += size
+                if self.on_batch is not None:
+                    self.on_batch(size)
             if len(parts) == 1:
                 return parts[0]
             data = MaskData()
@@ -149,17 +178,7 @@ def _backend() -> Any:
             model = predictor.model
             transformed_points = predictor.transform.apply_coords(points, im_size)
             in_points = torch.as_tensor(transformed_points, device=predictor.device)
-            in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-            sparse, dense = model.prompt_encoder(
-                points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None
-            )
-            low_res, iou_preds = model.mask_decoder(
-                image_embeddings=predictor.features,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
+            low_res, iou_preds = predictor.decode_points(in_points, multimask_output=True)
             per_point = low_res.shape[1]
             low_res = low_res.flatten(0, 1)
             iou_preds = iou_preds.flatten(0, 1)
@@ -288,6 +307,12 @@ class SamProposer:
     Build it from settings (the checkpoint is loaded at construction) or from a ready ``Sam``
     model. Registered as ``"sam"`` in :mod:`dtwin_agent.perception`.
 
+    ``perception.decoder`` picks how prompts are decoded: ``"fast"`` runs
+    :class:`~dtwin_agent.perception.decoder.PointDecoder` (per-image work done once, low-rank
+    attention, bf16 products where the CPU has them, see ``perception.precision``); ``"exact"``
+    (default) runs segment-anything's own ``MaskDecoder``, so that ``policy = "sam_only"`` returns
+    exactly ``SamAutomaticMaskGenerator``'s masks and scores.
+
     Args:
         settings: the run settings (``settings.perception`` is read); defaults to ``Settings()``.
         model: an already built ``segment_anything.modeling.Sam`` (or MobileSAM) model; the
@@ -296,7 +321,8 @@ class SamProposer:
         builder: a ``checkpoint path -> Sam`` callable replacing the model registry.
 
     Raises:
-        ConfigError: for a missing or unusable checkpoint, an unknown model type or device.
+        ConfigError: for a missing or unusable checkpoint, an unknown model type or device, or
+            ``precision = "bf16"`` on a CPU without native bf16.
     """
 
     name = "sam"
@@ -317,10 +343,14 @@ class SamProposer:
             model = model.to(resolve_device(p.device))
         model.eval()
         self.model = model
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        self.precision = resolve_precision(p.precision, on_cuda) if p.decoder == "fast" else "fp32"
+        point_decoder = PointDecoder(model, self.precision) if p.decoder == "fast" else None
         self.generator = backend.Generator(
             model,
+            point_decoder=point_decoder,
             points_per_side=p.points_per_side,
-            points_per_batch=p.points_per_batch,
+            points_per_batch=resolve_batch_size(p.points_per_batch, on_cuda),
             pred_iou_thresh=p.pred_iou_thresh,
             stability_score_thresh=p.stability_score_thresh,
             box_nms_thresh=p.box_nms_thresh,
@@ -334,13 +364,22 @@ class SamProposer:
         """Prompts per decoder call now (``points_per_batch``, halved after each CUDA OOM)."""
         return self.generator.batch_size
 
-    def propose(self, image: np.ndarray, granularity: Granularity) -> list[Proposal]:
+    def propose(
+        self, image: np.ndarray, granularity: Granularity, *, on_progress: ProgressCallback | None = None
+    ) -> list[Proposal]:
         """Mask proposals for an ``H x W x 3`` uint8 RGB image at ``granularity``.
+
+        Args:
+            image: the image.
+            granularity: ``part``, ``object`` or ``group``.
+            on_progress: called after every decoder batch with ``(done, total)`` prompts decoded
+                so far and prompts to decode; ``total`` grows once, when the object / group
+                re-prompts are known.
 
         Returns:
             Proposals with boolean ``H x W`` masks. ``sam_only``: the generator's order (its NMS
             order, best predicted IoU first). ``part``: that order, deduplicated. ``object`` /
-            ``group``: largest mask first, ``point`` being the centroid prompt.
+            ``group``: largest mask first; ``point`` is the prompt of the mask kept.
 
         Raises:
             ValueError: for a malformed image or an unknown granularity.
@@ -354,6 +393,8 @@ class SamProposer:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
         p = self.settings.perception
         image = np.ascontiguousarray(image)
+        progress = _Progress(on_progress, len(self.generator.point_grids[0]))
+        self.generator.on_batch = progress.advance
         try:
             records = self.generator.generate(image)  # the one image-encoder pass
             proposals = [
@@ -370,28 +411,46 @@ class SamProposer:
             proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
             if granularity == "part":
                 return part_dedup(proposals, p.part_iou_thresh)
-            if not proposals:
-                return []
-            self.predictor.restore()
-            points = np.asarray([centroid_prompt_point(prop.mask) for prop in proposals], dtype=float)
-            regrown = self._largest_of_multimask(points)
-            keep = containment_filter([prop.mask for prop in regrown], p.containment_thresh)
-            return [regrown[i] for i in keep]
+            return self._object_level(proposals, progress)
         finally:
+            self.generator.on_batch = None
             self.predictor.release()
 
-    def _largest_of_multimask(self, points: np.ndarray) -> list[Proposal]:
-        """Prompt SAM with each point in multi-mask mode; keep the largest of the three masks.
+    def _object_level(self, proposals: list[Proposal], progress: _Progress) -> list[Proposal]:
+        """Centroid re-prompts (Eq. 2), plausible growth (:func:`choose_growth`), then Eq. 3."""
+        if not proposals:
+            return []
+        p = self.settings.perception
+        self.predictor.restore()
+        points = np.asarray([centroid_prompt_point(prop.mask) for prop in proposals], dtype=float)
+        progress.grow(len(points))
+        candidates = self._multimask(points, progress)
+        choice = choose_growth(
+            [prop.mask for prop in proposals],
+            [[c.mask for c in group] for group in candidates],
+            [[c.predicted_iou for c in group] for group in candidates],
+            theta=p.pred_iou_thresh,
+            cover=p.growth_cover,
+            tau_prime=p.containment_thresh,
+            border_max=p.growth_border_max,
+            full_frame=FULL_FRAME,
+        )
+        grown = [
+            prop if k is None else group[k]
+            for prop, group, k in zip(proposals, candidates, choice, strict=True)
+        ]
+        keep = containment_filter([prop.mask for prop in grown], p.containment_thresh)
+        return [grown[i] for i in keep]
 
-        Masks that are neither empty nor cover :data:`FULL_FRAME` of the image win over those that
-        are, and among them the ones whose predicted IoU passes ``pred_iou_thresh`` (theta) win.
+    def _multimask(self, points: np.ndarray, progress: _Progress) -> list[list[Proposal]]:
+        """Prompt SAM with each point in multi-mask mode: the three masks of every point.
 
         Same as ``predictor.predict(point_coords=[pt], point_labels=[1], multimask_output=True)``
         per point, batched (``batch_size`` prompts per decoder call, halved on CUDA OOM) on the
         embedding already set.
         """
         torch = self._torch
-        out: list[Proposal] = []
+        out: list[list[Proposal]] = []
         start = 0
         with torch.no_grad():
             while start < len(points):
@@ -407,43 +466,70 @@ class SamProposer:
                         torch.cuda.empty_cache()
                     continue
                 start += size
+                progress.advance(size)
         return out
 
-    def _decode_points(self, chunk: np.ndarray) -> list[Proposal]:
+    def _decode_points(self, chunk: np.ndarray) -> list[list[Proposal]]:
         torch = self._torch
         predictor = self.predictor
         coords = predictor.transform.apply_coords(chunk, predictor.original_size)
-        coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None, :]
-        labels_t = torch.ones((len(chunk), 1), dtype=torch.int, device=predictor.device)
-        logits, ious, _ = predictor.predict_torch(
-            coords_t, labels_t, multimask_output=True, return_logits=True
-        )
+        coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)
+        low_res, ious = predictor.decode_points(coords_t, multimask_output=True)
+        logits = self.model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
         threshold = self.model.mask_threshold
-        binary = logits > threshold
-        # the largest of the three masks, preferring those that are neither empty nor the whole frame
-        # (a scene-level mask would swallow every object through Eq. 3) and, among those, the ones
-        # passing the quality filter IoU_pred > theta
-        areas = binary.flatten(2).sum(-1).float()
-        total = float(binary.shape[-1] * binary.shape[-2])
-        eligible = (areas > 0) & (areas < FULL_FRAME * total)
-        passing = eligible & (ious > self.settings.perception.pred_iou_thresh)
-        score = areas + total * eligible.float() + total * passing.float()
-        largest = score.argmax(dim=1)  # first of equal areas
-        rows = torch.arange(len(chunk), device=logits.device)
-        chosen_logits = logits[rows, largest]
-        stability = self._stability(chosen_logits, threshold, self.generator.stability_score_offset)
-        chosen = binary[rows, largest].cpu().numpy()
-        chosen_iou = ious[rows, largest].float().cpu().numpy()
+        stability = self._stability(logits, threshold, self.generator.stability_score_offset)
+        binary = (logits > threshold).cpu().numpy()
+        ious = ious.float().cpu().numpy()
         stability = stability.float().cpu().numpy()
         return [
-            Proposal(
-                mask=chosen[i],
-                predicted_iou=float(chosen_iou[i]),
-                stability=float(stability[i]),
-                point=(float(chunk[i, 0]), float(chunk[i, 1])),
-            )
+            [
+                Proposal(
+                    mask=binary[i, k],
+                    predicted_iou=float(ious[i, k]),
+                    stability=float(stability[i, k]),
+                    point=(float(chunk[i, 0]), float(chunk[i, 1])),
+                )
+                for k in range(binary.shape[1])
+            ]
             for i in range(len(chunk))
         ]
+
+
+class _Progress:
+    """Counts decoded prompts for an ``on_progress(done, total)`` callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback, self.done, self.total = callback, 0, total
+
+    def grow(self, more: int) -> None:
+        self.total += more
+
+    def advance(self, prompts: int) -> None:
+        self.done += prompts
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def resolve_precision(precision: str, on_cuda: bool) -> str:
+    """``auto`` -> ``bf16`` on a CPU with native bf16 products, else ``fp32``.
+
+    Raises:
+        ConfigError: for ``bf16`` on a CPU without native bf16 (it would be slower, not faster).
+    """
+    if precision == "auto":
+        return "bf16" if not on_cuda and native_bf16() else "fp32"
+    if precision == "bf16" and not on_cuda and not native_bf16():
+        raise ConfigError(
+            "perception.precision 'bf16' needs a CPU with AMX or AVX512-BF16; use 'auto' or 'fp32'"
+        )
+    return precision
+
+
+def resolve_batch_size(points_per_batch: int | str, on_cuda: bool) -> int:
+    """``auto`` -> :data:`CUDA_BATCH` prompts per decoder call on CUDA, :data:`CPU_BATCH` on a CPU."""
+    if points_per_batch == "auto":
+        return CUDA_BATCH if on_cuda else CPU_BATCH
+    return int(points_per_batch)
 
 
 @register_proposer("sam")

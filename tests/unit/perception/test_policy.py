@@ -8,6 +8,7 @@ import pytest
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.perception.policy import (
     centroid_prompt_point,
+    choose_growth,
     containment_filter,
     filter_by_predicted_iou,
     part_dedup,
@@ -118,6 +119,91 @@ def test_containment_drops_empty_masks_and_duplicates() -> None:
     assert containment_filter([], tau_prime=0.8) == []
     with pytest.raises(ValueError, match="tau_prime"):
         containment_filter([a], tau_prime=2.0)
+
+
+# --------------------------------------------------------------------------- re-prompt growth (object level)
+
+GROWTH = {"theta": 0.88, "cover": 0.9, "tau_prime": 0.8, "border_max": 0.25}
+
+
+def grow(originals, candidates, ious=None, **changes):
+    ious = ious or [[0.95] * len(group) for group in candidates]
+    return choose_growth(originals, candidates, ious, **(GROWTH | changes))
+
+
+def test_growth_part_to_whole_object_replaces_the_original() -> None:
+    window = box(20, 10, 26, 16)  # the part everything mode found
+    vehicle = box(15, 8, 35, 25)  # the object the re-prompt returns: holds the part, away from the border
+    assert grow([window], [[window, vehicle]]) == [1]
+
+
+def test_growth_below_theta_keeps_the_original() -> None:
+    window, vehicle = box(20, 10, 26, 16), box(15, 8, 35, 25)
+    assert grow([window], [[vehicle]], [[0.88]]) == [None]  # strict >, as the theta filter
+    assert grow([window], [[vehicle]], [[0.881]]) == [0]
+
+
+def test_growth_must_be_larger_and_not_the_whole_frame() -> None:
+    obj = box(10, 10, 30, 30)
+    tighter = box(11, 11, 30, 30)  # covers 90% of the original but is smaller: no growth
+    assert grow([obj], [[tighter]]) == [None]
+    scene = np.ones((H, W), dtype=bool)
+    assert grow([obj], [[scene]], border_max=1.0) == [None]  # >= 95% of the image: the scene
+
+
+def test_growth_must_cover_most_of_the_original() -> None:
+    obj = box(10, 10, 20, 20)  # 100 px
+    shifted = box(12, 10, 32, 22)  # 240 px, holds 80 px of the original
+    assert grow([obj], [[shifted]]) == [None]
+    assert grow([obj], [[shifted]], cover=0.8) == [0]
+
+
+def test_growth_that_swallows_another_kept_proposal_is_rejected() -> None:
+    cup, saucer = box(10, 10, 18, 18), box(19, 10, 27, 18)  # two kept objects side by side
+    both = box(10, 10, 27, 18)  # the re-prompt at the cup returns the pair: a group
+    assert grow([cup, saucer], [[both], [both]]) == [None, None]
+    # a proposal mostly outside the growth (R <= tau') does not count as swallowed
+    beside = box(26, 10, 36, 18)  # 1 of its 10 columns inside `both`
+    assert grow([cup, beside], [[both], []]) == [0, None]
+
+
+def test_growth_may_hold_proposals_the_original_already_held() -> None:
+    body = box(10, 10, 30, 30)
+    logo = box(14, 14, 18, 18)  # a kept proposal inside the original
+    bigger_body = box(9, 9, 31, 32)
+    assert grow([body, logo], [[bigger_body], []]) == [0, None]
+
+
+def test_growth_along_the_image_border_is_background() -> None:
+    obj = box(20, 15, 30, 25)
+    floor = box(0, 15, W, H)  # the object plus the floor up to three image edges
+    assert grow([obj], [[floor]]) == [None]
+    assert grow([obj], [[floor]], border_max=1.0) == [0]
+    # an object already at the border may grow along what it touched
+    cut = box(0, 15, 10, 25)
+    assert grow([cut], [[box(0, 13, 12, 27)]]) == [0]
+
+
+def test_largest_plausible_candidate_wins() -> None:
+    obj = box(20, 15, 26, 21)
+    small, medium = box(19, 14, 27, 22), box(17, 12, 29, 24)
+    group = box(17, 12, 45, 24)
+    other = box(32, 12, 44, 24)  # kept: makes `group` a swallowing growth
+    assert grow([obj, other], [[small, group, medium], []]) == [2, None]
+
+
+def test_choose_growth_validates() -> None:
+    a = box(0, 0, 5, 5)
+    assert choose_growth([], [], [], **GROWTH) == []
+    assert grow([a], [[]]) == [None]
+    with pytest.raises(ValueError, match="cover"):
+        grow([a], [[a]], cover=1.5)
+    with pytest.raises(ValueError, match="one entry per original"):
+        choose_growth([a], [], [], **GROWTH)
+    with pytest.raises(ValueError, match="one value per candidate"):
+        choose_growth([a], [[a]], [[0.9, 0.9]], **GROWTH)
+    with pytest.raises(ValueError, match="shape"):
+        grow([a], [[np.ones((3, 3), dtype=bool)]])
 
 
 # --------------------------------------------------------------------------- centroid (Eq. 2)

@@ -17,7 +17,12 @@ from dtwin_agent._compat import torchvision as tv_stand_in
 from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
 from dtwin_agent.perception import PROPOSERS, get_proposer
-from dtwin_agent.perception.policy import centroid_prompt_point, containment_filter, part_dedup
+from dtwin_agent.perception.policy import (
+    centroid_prompt_point,
+    choose_growth,
+    containment_filter,
+    part_dedup,
+)
 from dtwin_agent.perception.sam import SamProposer
 
 
@@ -158,7 +163,11 @@ def test_resize_matches_torchvision_semantics(image: np.ndarray) -> None:
 @pytest.mark.parametrize(("points_per_side", "nms", "batch"), [(4, 1.0, 64), (5, 0.7, 7)])
 def test_sam_only_equals_automatic_mask_generator(tiny_sam, image, points_per_side, nms, batch) -> None:
     settings = make_settings(
-        points_per_side=points_per_side, box_nms_thresh=nms, points_per_batch=batch, policy="sam_only"
+        points_per_side=points_per_side,
+        box_nms_thresh=nms,
+        points_per_batch=batch,
+        policy="sam_only",
+        decoder="exact",
     )
     ours = SamProposer(settings, model=tiny_sam).propose(image, "object")
     generator = SamAutomaticMaskGenerator(
@@ -211,21 +220,22 @@ def test_batching_gives_identical_results(tiny_sam, image, policy) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["fast", "exact"])
 @pytest.mark.parametrize("fail_at_call", [0, 1])  # 0: everything stage, 1: centroid re-prompt stage
-def test_cuda_oom_halves_the_batch_and_retries(tiny_sam, image, monkeypatch, fail_at_call) -> None:
-    settings = make_settings(points_per_batch=16)
+def test_cuda_oom_halves_the_batch_and_retries(tiny_sam, image, monkeypatch, fail_at_call, decoder) -> None:
+    settings = make_settings(points_per_batch=16, decoder=decoder, precision="fp32")
     expected = SamProposer(settings, model=tiny_sam).propose(image, "object")
     proposer = SamProposer(settings, model=tiny_sam)
-    original = tiny_sam.mask_decoder.forward
+    original = proposer.predictor.decode_points
     seen: list[int] = []
 
-    def flaky(*args, **kwargs):
-        seen.append(kwargs["sparse_prompt_embeddings"].shape[0])
+    def flaky(coords, multimask_output=True):
+        seen.append(coords.shape[0])
         if len(seen) == fail_at_call + 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(*args, **kwargs)
+        return original(coords, multimask_output)
 
-    monkeypatch.setattr(tiny_sam.mask_decoder, "forward", flaky)
+    monkeypatch.setattr(proposer.predictor, "decode_points", flaky)
     got = proposer.propose(image, "object")
     assert seen[fail_at_call] == 16 and seen[fail_at_call + 1] == 8  # the failed batch, retried halved
     assert proposer.batch_size == 8
@@ -238,7 +248,7 @@ def test_cuda_oom_at_batch_of_one_is_raised(tiny_sam, image, monkeypatch) -> Non
     def always(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(tiny_sam.mask_decoder, "forward", always)
+    monkeypatch.setattr(proposer.predictor, "decode_points", always)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         proposer.propose(image, "object")
     assert proposer.batch_size == 1
@@ -258,26 +268,42 @@ def test_part_policy_is_dedup_of_everything_mode(tiny_sam, image) -> None:
 
 @pytest.mark.slow
 def test_object_policy_matches_predictor_on_centroids(tiny_sam, image) -> None:
-    """Centroid -> SamPredictor.predict (multimask) -> largest of 3 -> Eq. 3, done by hand."""
-    settings = make_settings(containment_thresh=0.8)
-    everything = SamProposer(make_settings(policy="sam_only"), model=tiny_sam).propose(image, "object")
+    """Centroid -> SamPredictor.predict (multimask) -> plausible growth -> Eq. 3, done by hand."""
+    settings = make_settings(containment_thresh=0.8, decoder="exact")
+    p = settings.perception
+    everything = SamProposer(make_settings(policy="sam_only", decoder="exact"), model=tiny_sam).propose(
+        image, "object"
+    )
     got = SamProposer(settings, model=tiny_sam).propose(image, "object")
 
     predictor = SamPredictor(tiny_sam)
     predictor.set_image(image)  # a fresh encoder pass: the proposer's reused embedding must agree
-    regrown = []
-    for prop in everything:
+    kept = [prop for prop in everything if prop.predicted_iou > p.pred_iou_thresh]
+    candidates = []
+    for prop in kept:
         point = centroid_prompt_point(prop.mask)
         masks, ious, _ = predictor.predict(np.array([point]), np.array([1]), multimask_output=True)
-        best = int(np.argmax(masks.reshape(3, -1).sum(1)))
-        regrown.append((masks[best], float(ious[best]), point))
-    keep = containment_filter([m for m, _, _ in regrown], tau_prime=0.8)
+        candidates.append([(masks[k], float(ious[k]), point) for k in range(3)])
+    choice = choose_growth(
+        [prop.mask for prop in kept],
+        [[m for m, _, _ in group] for group in candidates],
+        [[v for _, v, _ in group] for group in candidates],
+        theta=p.pred_iou_thresh,
+        cover=p.growth_cover,
+        tau_prime=0.8,
+        border_max=p.growth_border_max,
+    )
+    grown = [
+        (prop.mask, prop.predicted_iou, prop.point) if k is None else group[k]
+        for prop, group, k in zip(kept, candidates, choice, strict=True)
+    ]
+    keep = containment_filter([m for m, _, _ in grown], tau_prime=0.8)
     assert len(got) == len(keep) > 0
     for prop, index in zip(got, keep, strict=True):
-        mask, iou, point = regrown[index]
+        mask, iou, point = grown[index]
         assert np.array_equal(prop.mask, mask)
         assert prop.predicted_iou == pytest.approx(iou, abs=1e-6)
-        assert prop.point == point
+        assert prop.point == pytest.approx(point)
     areas = [int(p.mask.sum()) for p in got]
     assert areas == sorted(areas, reverse=True)
 

@@ -1,0 +1,361 @@
+"""Twin quality: can the twin express the answer at all? (paper 3.1; issue 10)
+
+Run from the repository root::
+
+    python benchmarks/twin_quality.py [--proposers offline,mobile_sam] [--levels part,object,group,sam_only]
+        [--points-per-side 32] [--photos N | --photos dog.jpg,truck.jpg] [--scenes N] [--quick]
+        [--set perception.KEY=VALUE ...]
+
+An object missing from the twin cannot be chosen by any reasoner, so this measures the twin alone,
+for each proposer and level:
+
+* **synthetic scenes** (``tests/helpers/synthetic.py``, exact masks of every object): the recall of
+  ground-truth objects, i.e. the fraction with a twin mask at IoU >= 0.5 and at IoU >= 0.85, the
+  objects per twin and the proposer's seconds per image;
+* **the shared photos** (``../shared/images/queries.json``, one query and its ground-truth mask per
+  photo; skipped when absent): the *oracle IoU*, the IoU of the best greedy union of twin masks with
+  the ground truth (start empty, add the mask that raises the IoU most, stop when none does), the
+  objects per twin and the seconds. A last line gives the mean oracle IoU *at the query's level*:
+  ``group`` where the photo's ``target`` says "(group)", else ``object`` (and ``hierarchy`` for the
+  hierarchical twin, which holds both).
+
+Levels: ``part`` / ``object`` / ``group`` (and ``hierarchy``) are ``perception.granularity`` values
+given to the proposer; ``sam_only`` is SAM's everything mode without the granularity policy
+(``perception.policy = "sam_only"``, SAM proposers only). The twin is what the pipeline keeps
+(``proposals_to_records``: masks under ``perception.min_area_pct`` dropped, at most
+``perception.max_objects``). Everything is measured on the proposer's working copy (longer side
+``perception.max_image_side``; ground truth resized to it, nearest neighbour). Seconds are the
+proposer's ``propose`` call only, on a shared CPU: compare rows of one run, and note the load.
+
+``mobile_sam`` is the SAM proposer with MobileSAM (``vit_t``) weights from the model store (the row
+is skipped with a note when they are not fetched); SAM ViT-H rows need ``--sam-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers.synthetic import make_scene  # noqa: E402
+
+from dtwin_agent import masks as mask_ops  # noqa: E402
+from dtwin_agent.config import Settings  # noqa: E402
+from dtwin_agent.graph.nodes.propose import proposals_to_records  # noqa: E402
+from dtwin_agent.images import downscale, load_image  # noqa: E402
+
+SHARED_IMAGES = ROOT.parent / "shared" / "images"
+
+# (objects, placement, noise, (width, height), seed): flat scenes with exact visible masks
+SCENES = [
+    (4, "separate", 0.0, (640, 480), 0),
+    (8, "touching", 8.0, (640, 480), 0),
+    (12, "touching", 8.0, (1024, 768), 0),
+    (6, "any", 0.0, (640, 480), 1),
+    (8, "separate", 8.0, (800, 600), 2),
+    (10, "touching", 0.0, (640, 480), 3),
+]
+
+
+@dataclass
+class Case:
+    """One image with its ground truth at the working size."""
+
+    name: str
+    image: np.ndarray  # H x W x 3 uint8, working size
+    truth: list[np.ndarray]  # boolean H x W masks
+    level: str = "object"  # the query's level (photos)
+    query: str = ""
+
+
+@dataclass
+class Row:
+    """Results of one proposer x level over a set of cases."""
+
+    proposer: str
+    level: str
+    scores: list[float] = field(default_factory=list)  # per case: recall hits or oracle IoU
+    objects: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    extra: list[float] = field(default_factory=list)
+
+
+def oracle_iou(truth: np.ndarray, masks: list[np.ndarray]) -> float:
+    """IoU of the best greedy union of ``masks`` with ``truth`` (all boolean, one shape).
+
+    Greedy: start from the empty union; at each step add the mask that raises the IoU most; stop
+    when no mask raises it. Only masks that touch the ground truth can raise it.
+    """
+    gt = truth.ravel()
+    gt_area = int(gt.sum())
+    if gt_area == 0:
+        return 0.0
+    candidates = [m.ravel() for m in masks if (m.ravel() & gt).any()]
+    if not candidates:
+        return 0.0
+    stack = np.stack(candidates)  # K x P
+    union = np.zeros_like(gt)
+    inter, outside = 0, 0  # |U & G|, |U \ G|
+    best = 0.0
+    alive = np.ones(len(stack), bool)
+    while alive.any():
+        new = stack & ~union
+        gain_in = (new & gt).sum(1)
+        gain_out = new.sum(1) - gain_in
+        ious = (inter + gain_in) / (gt_area + outside + gain_out)
+        ious[~alive] = -1.0
+        k = int(np.argmax(ious))
+        if ious[k] <= best:
+            break
+        best = float(ious[k])
+        inter, outside = inter + int(gain_in[k]), outside + int(gain_out[k])
+        union |= stack[k]
+        alive[k] = False
+    return best
+
+
+def best_ious(truth: list[np.ndarray], masks: list[np.ndarray]) -> list[float]:
+    """For each ground-truth mask, the IoU of the best single twin mask (pycocotools)."""
+    if not masks:
+        return [0.0] * len(truth)
+    ious = mask_ops.iou_matrix([mask_ops.encode(t) for t in truth], [mask_ops.encode(m) for m in masks])
+    return ious.max(axis=1).tolist()
+
+
+def synthetic_cases(count: int) -> list[Case]:
+    cases = []
+    for n, placement, noise, (width, height), seed in SCENES[:count]:
+        scene = make_scene(
+            n, placement=placement, noise=noise, antialias=True, width=width, height=height, seed=seed
+        )
+        name = f"{n} {placement}{' noisy' if noise else ''} {width}x{height}"
+        cases.append(Case(name, scene.image, scene.masks))
+    return cases
+
+
+def photo_cases(selection: str | None, max_side: int, folder: Path = SHARED_IMAGES) -> list[Case]:
+    listing = folder / "queries.json"
+    if not listing.is_file():
+        print(f"(photos skipped: {listing} not found)")
+        return []
+    entries = json.loads(listing.read_text())
+    if selection:
+        if selection.isdigit():
+            entries = entries[: int(selection)]
+        else:
+            wanted = {s.strip() for s in selection.split(",")}
+            entries = [e for e in entries if e["image"] in wanted or Path(e["image"]).stem in wanted]
+    cases = []
+    for entry in entries:
+        image = load_image(folder / entry["image"])
+        small, _ = downscale(image.rgb, max_side)
+        gt = np.asarray(load_image(folder / entry["gt"]).rgb[..., 0] > 127)
+        gt = mask_ops.resize_mask(gt, small.shape[:2])
+        level = "group" if "(group)" in entry.get("target", "") else "object"
+        cases.append(
+            Case(Path(entry["image"]).stem, np.ascontiguousarray(small), [gt], level, entry["query"])
+        )
+    return cases
+
+
+class Proposers:
+    """Builds proposers by (name, level), sharing one loaded SAM model per checkpoint."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.models: dict[str, object] = {}
+
+    def settings(self, name: str, level: str) -> Settings | None:
+        overrides: dict[str, object] = {
+            "perception.max_image_side": self.args.max_side,
+            "perception.device": "cpu",
+        }
+        if name == "offline":
+            if level == "sam_only":
+                return None
+            overrides["perception.proposer"] = "offline"
+        else:
+            checkpoint, model_type = (
+                ("mobile_sam", "vit_t") if name == "mobile_sam" else (self.args.sam_checkpoint, name)
+            )
+            overrides |= {
+                "perception.proposer": "sam",
+                "perception.sam_checkpoint": checkpoint,
+                "perception.sam_model_type": model_type,
+                "perception.policy": "sam_only" if level == "sam_only" else "granularity",
+            }
+            if self.args.points_per_side:
+                overrides["perception.points_per_side"] = self.args.points_per_side
+        for item in self.args.set:
+            key, _, value = item.partition("=")
+            overrides[key if key.startswith("perception.") else f"perception.{key}"] = _value(value)
+        return Settings().merged(overrides)
+
+    def get(self, name: str, level: str):
+        from dtwin_agent.perception import get_proposer, resolve_settings_for_proposer
+
+        settings = self.settings(name, level)
+        if settings is None:
+            return None
+        if name == "offline":
+            return get_proposer(settings)
+        from dtwin_agent.perception.sam import SamProposer
+
+        settings = resolve_settings_for_proposer(settings)
+        key = str(settings.perception.sam_checkpoint)
+        if key not in self.models:
+            self.models[key] = get_proposer(settings).model
+        return SamProposer(settings, model=self.models[key])
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list[np.ndarray], float]:
+    granularity = "object" if level == "sam_only" else level
+    started = time.perf_counter()
+    proposals = proposer.propose(case.image, granularity)
+    seconds = time.perf_counter() - started
+    records = proposals_to_records(
+        proposals,
+        case.image.shape[:2],
+        min_area_pct=settings.perception.min_area_pct,
+        max_objects=settings.perception.max_objects,
+    )
+    from dtwin_agent.twin import RLE
+
+    return [mask_ops.decode(RLE.model_validate(r["mask"])) for r in records], seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--proposers", default="offline,mobile_sam", help="offline, mobile_sam, vit_h/vit_b/..."
+    )
+    parser.add_argument("--levels", default="part,object,group,sam_only")
+    parser.add_argument("--points-per-side", type=int, default=None, help="SAM grid (default: settings)")
+    parser.add_argument("--photos", default=None, help="N first photos, or names (comma separated)")
+    parser.add_argument("--no-photos", action="store_true")
+    parser.add_argument("--shared", type=Path, default=SHARED_IMAGES, help="folder with queries.json")
+    parser.add_argument(
+        "--scenes", type=int, default=len(SCENES), help=f"synthetic scenes (max {len(SCENES)})"
+    )
+    parser.add_argument("--quick", action="store_true", help="2 scenes, 2 photos, 16 x 16 points")
+    parser.add_argument("--max-side", type=int, default=1024, help="perception.max_image_side")
+    parser.add_argument("--sam-checkpoint", default=None, help="checkpoint for vit_h / vit_l / vit_b rows")
+    parser.add_argument("--set", action="append", default=[], help="perception.KEY=VALUE override (repeat)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scenes = min(args.scenes, 2)
+        args.photos = args.photos or "2"
+        args.points_per_side = args.points_per_side or 16
+
+    proposers = Proposers(args)
+    names = [n.strip() for n in args.proposers.split(",") if n.strip()]
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    scenes = synthetic_cases(args.scenes)
+    photos = [] if args.no_photos else photo_cases(args.photos, args.max_side, args.shared)
+    load = os.getloadavg()
+    print(
+        f"# twin quality  (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; "
+        f"max_side {args.max_side}; points_per_side {args.points_per_side or 'default'}; "
+        f"overrides {args.set or 'none'})\n"
+    )
+    synthetic_rows: list[Row] = []
+    photo_rows: list[Row] = []
+    for name in names:
+        for level in levels:
+            try:
+                proposer = proposers.get(name, level)
+            except Exception as exc:  # noqa: BLE001 - a missing model skips its rows
+                print(f"({name} {level} skipped: {type(exc).__name__}: {exc})")
+                break
+            if proposer is None:
+                continue
+            settings = proposer.settings
+            proposer.propose(np.zeros((32, 32, 3), np.uint8), "object" if level == "sam_only" else level)
+            row = Row(name, level)
+            for case in scenes:
+                masks, seconds = run(proposer, level, case, settings)
+                best = best_ious(case.truth, masks)
+                row.scores.append(sum(b >= 0.5 for b in best))
+                row.extra.append(sum(b >= 0.85 for b in best))
+                row.objects.append(len(masks))
+                row.seconds.append(seconds)
+            synthetic_rows.append(row)
+            row = Row(name, level)
+            for case in photos:
+                masks, seconds = run(proposer, level, case, settings)
+                row.scores.append(oracle_iou(case.truth[0], masks))
+                row.objects.append(len(masks))
+                row.seconds.append(seconds)
+                print(
+                    f"  {name} {level} {case.name}: oracle {row.scores[-1]:.3f}, {len(masks)} objects, "
+                    f"{seconds:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            photo_rows.append(row)
+    print_tables(scenes, photos, synthetic_rows, photo_rows)
+    return 0
+
+
+def print_tables(
+    scenes: list[Case], photos: list[Case], synthetic_rows: list[Row], photo_rows: list[Row]
+) -> None:
+    if scenes:
+        total = sum(len(c.truth) for c in scenes)
+        print(
+            f"## Synthetic scenes ({len(scenes)} scenes, {total} objects): recall of ground-truth objects\n"
+        )
+        print("| proposer | level | recall IoU>=0.5 | recall IoU>=0.85 | objects / twin | s / image |")
+        print("|---|---|---|---|---|---|")
+        for row in synthetic_rows:
+            print(
+                f"| {row.proposer} | {row.level} | {sum(row.scores) / total:.3f} "
+                f"| {sum(row.extra) / total:.3f} | {np.mean(row.objects):.1f} | {np.mean(row.seconds):.2f} |"
+            )
+        print()
+    if not photos:
+        return
+    print(f"## Shared photos ({len(photos)}): oracle IoU of the best union of twin masks with the answer\n")
+    names = [c.name for c in photos]
+    print("| proposer | level | " + " | ".join(names) + " | mean | objects / twin | s / image |")
+    print("|---|---|" + "---|" * (len(names) + 3))
+    for row in photo_rows:
+        cells = " | ".join(f"{s:.3f}" for s in row.scores)
+        print(
+            f"| {row.proposer} | {row.level} | {cells} | {np.mean(row.scores):.3f} "
+            f"| {np.mean(row.objects):.1f} | {np.mean(row.seconds):.1f} |"
+        )
+    print("\nquery level per photo: " + ", ".join(f"{c.name}={c.level}" for c in photos))
+    by_key = {(r.proposer, r.level): r for r in photo_rows}
+    print("\n| proposer | at the query's level: mean oracle IoU | sam_only | hierarchy |")
+    print("|---|---|---|---|")
+    for proposer in dict.fromkeys(r.proposer for r in photo_rows):
+        at_level = [
+            by_key[(proposer, c.level)].scores[i]
+            for i, c in enumerate(photos)
+            if (proposer, c.level) in by_key
+        ]
+        mean = f"{np.mean(at_level):.3f} ({len(at_level)} photos)" if at_level else "-"
+        others = [by_key.get((proposer, lv)) for lv in ("sam_only", "hierarchy")]
+        cells = " | ".join(f"{np.mean(r.scores):.3f}" if r else "-" for r in others)
+        print(f"| {proposer} | {mean} | {cells} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

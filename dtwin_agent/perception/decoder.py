@@ -1,0 +1,339 @@
+"""SAM's mask decoder for point prompts, with the work shared by every prompt done once per image.
+
+Everything mode (paper 3.1) runs SAM's light mask decoder once per point prompt, 1024 times per
+image at 32 x 32 points; on a CPU that is most of the time of a twin. segment-anything's
+``MaskDecoder.predict_masks`` repeats the image embedding for every prompt and projects all
+``N = 64 x 64`` image tokens again in every attention layer. :class:`PointDecoder` computes the
+same function (same weights, same outputs up to floating-point rounding) with less work:
+
+* **Once per image**: the dense prompt embedding (``no_mask_embed``: constant for point prompts)
+  added to the image embedding, and the first two-way layer's projections of the image tokens
+  (token -> image keys and values, image -> token queries), which do not depend on the prompt.
+* **Low-rank attention**: a prompt has ``T = 7`` tokens (IoU token, 4 mask tokens, the point and
+  SAM's padding point) against ``N = 4096`` image tokens. Where the image side changes per prompt
+  (the second layer and the final attention), the ``T``-side is projected into the image side's
+  channels instead of projecting all ``N`` image tokens: with ``H`` heads, the scores
+  ``Q_h K_h^T = (Q_h W_k,h) X^T`` (the key bias adds a per-row constant that softmax ignores), the
+  values ``A_h V_h = (A_h X) W_v,h^T + b_v,h`` (attention rows sum to one), and the image -> token
+  output ``sum_h A_h (V_h W_o,h^T) + b_o``. Each ``N x C x C/2`` projection becomes an
+  ``N x C x (H T)`` product: ``H T = 56`` against ``C / 2 = 128`` for SAM.
+* **Only the masks asked for**: multi-mask output skips the single-mask token's product.
+* **bf16 image side** (``precision = "bf16"``) on CPUs with native bf16 (AMX, AVX512-BF16): the
+  tensors over image tokens and upscaled masks are held and multiplied in bf16 (oneDNN accumulates
+  in fp32), which halves the memory traffic that bounds this decoder on a CPU; the prompt tokens,
+  the hypernetwork MLPs and the IoU head stay in fp32.
+
+Masks from this decoder are not bit-identical to segment-anything's (sums run in another order);
+``perception.decoder = "exact"`` keeps segment-anything's own forward pass.
+``benchmarks/everything_speed.py`` measures both against ``SamAutomaticMaskGenerator``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["PointDecoder", "native_bf16"]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(bool(getattr(cpu, name)()) for name in checks if hasattr(cpu, name))
+    except RuntimeError:  # pragma: no cover - a build without these probes
+        return False
+
+
+class PointDecoder:
+    """SAM's ``MaskDecoder`` for batches of single point prompts on one image embedding.
+
+    Tensors over the ``N`` image tokens (and the upscaled masks) are held in the working dtype,
+    bf16 with ``precision = "bf16"``; the few prompt tokens, their MLPs and the IoU head stay in
+    fp32, so predicted IoUs keep fp32 resolution near SAM's thresholds.
+
+    Args:
+        model: a ``segment_anything`` / ``mobile_sam`` ``Sam`` whose ``mask_decoder`` uses
+            SAM's ``TwoWayTransformer`` (any depth >= 1, any width and head count).
+        precision: ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        ValueError: for another precision.
+
+    Use :meth:`set_image` once per image embedding, then call the decoder on prompt batches.
+    """
+
+    def __init__(self, model: Any, precision: str = "fp32") -> None:
+        import torch
+
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.torch = torch
+        self.model = model
+        self.decoder = model.mask_decoder
+        self.transformer = self.decoder.transformer
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._image: dict[str, Any] | None = None
+        self._cast: dict[int, Any] = {}
+        self._upscaling = _upscaling_as_linear(self.decoder.output_upscaling)
+
+    # ------------------------------------------------------------------ per image
+    def set_image(self, features: Any) -> None:
+        """Precompute what every prompt on this ``1 x C x h x w`` image embedding shares."""
+        torch = self.torch
+        prompt_encoder = self.model.prompt_encoder
+        with torch.no_grad():
+            _, c, h, w = features.shape
+            dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            keys = (features + dense).flatten(2).permute(0, 2, 1)[0]  # N x C
+            key_pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)[0]  # N x C
+            first = self.transformer.layers[0]
+            t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+            with_pe = keys + key_pe
+            low = self.dtype
+            self._image = {
+                "shape": (c, h, w),
+                "keys": keys.to(low).contiguous(),
+                "key_pe": key_pe.to(low).contiguous(),
+                "k0": _heads(t2i.k_proj(with_pe), t2i.num_heads).to(low),  # H x N x d
+                "v0": _heads(t2i.v_proj(keys), t2i.num_heads).to(low),
+                "q0": _heads(i2t.q_proj(with_pe), i2t.num_heads).to(low),
+            }
+
+    def reset(self) -> None:
+        """Forget the image."""
+        self._image = None
+
+    # ------------------------------------------------------------------ per batch
+    def __call__(self, sparse: Any, multimask_output: bool = True) -> tuple[Any, Any]:
+        """Low-resolution mask logits and predicted IoUs for a batch of point prompts.
+
+        Args:
+            sparse: ``B x P x C`` sparse prompt embeddings (``prompt_encoder(points=...)[0]``).
+            multimask_output: three masks per prompt (SAM's everything mode), else one.
+
+        Returns:
+            ``(masks, iou_pred)``: fp32 ``B x M x 4h x 4w`` logits and ``B x M`` predicted IoUs,
+            ``M`` being 3 or 1, as ``MaskDecoder.forward`` returns them.
+
+        Raises:
+            RuntimeError: when no image was set.
+        """
+        torch = self.torch
+        if self._image is None:
+            raise RuntimeError("PointDecoder: set_image() first")
+        image = self._image
+        decoder = self.decoder
+        transformer = self.transformer
+        with torch.no_grad():
+            batch = sparse.shape[0]
+            output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+            tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1)
+            queries, keys = self._first_layer(tokens, image)
+            key_pe = image["key_pe"]
+            for layer in transformer.layers[1:]:
+                queries, keys = self._layer(layer, queries, keys, tokens, key_pe)
+            with_pe = keys + key_pe
+            attn = self._token_to_image(
+                transformer.final_attn_token_to_image, queries + tokens, keys, with_pe
+            )
+            queries = transformer.norm_final_attn(queries + attn)
+            return self._heads_out(queries, keys, multimask_output)
+
+    def _first_layer(self, tokens: Any, image: dict[str, Any]) -> tuple[Any, Any]:
+        """The first two-way block: self-attention, then both cross attentions on shared image tokens."""
+        torch = self.torch
+        low = self.dtype
+        layer = self.transformer.layers[0]
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=tokens, k=tokens, v=tokens)
+        else:
+            q = tokens + tokens
+            queries = tokens + layer.self_attn(q=q, k=q, v=tokens)
+        queries = layer.norm1(queries)
+        # token -> image with the precomputed keys / values: B x H x T x d against H x N x d
+        t2i = layer.cross_attn_token_to_image
+        q = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)
+        q = (q * (1.0 / math.sqrt(q.shape[-1]))).to(low)
+        weights = torch.softmax(torch.matmul(q, image["k0"].transpose(-1, -2)), dim=-1)
+        out = t2i.out_proj(_merge(torch.matmul(weights, image["v0"]).float()))
+        queries = layer.norm2(queries + out)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        # image -> token with the precomputed queries: H x N x d against B x H x T x d
+        i2t = layer.cross_attn_image_to_token
+        k = _heads(i2t.k_proj(queries + tokens), i2t.num_heads)
+        v = _heads(i2t.v_proj(queries), i2t.num_heads)
+        k = (k * (1.0 / math.sqrt(k.shape[-1]))).to(low)
+        scores = torch.matmul(image["q0"], k.transpose(-1, -2))  # B x H x N x T
+        b, heads, n, t = scores.shape
+        weights = torch.softmax(scores, dim=-1).permute(0, 2, 1, 3).reshape(b, n, heads * t)
+        keys = self._norm(layer.norm4, self._image_out(i2t, image["keys"], weights, v))
+        return queries, keys
+
+    def _layer(self, layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
+        """A later two-way block, with per-prompt image tokens ``keys`` (B x N x C)."""
+        q = queries + query_pe
+        queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
+        with_pe = keys + key_pe
+        attn = self._token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, with_pe)
+        queries = layer.norm2(queries + attn)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        weights, v = self._image_to_token(layer.cross_attn_image_to_token, with_pe, queries, query_pe)
+        keys = self._norm(layer.norm4, self._image_out(layer.cross_attn_image_to_token, keys, weights, v))
+        return queries, keys
+
+    def _token_to_image(self, attn: Any, q_in: Any, keys: Any, with_pe: Any) -> Any:
+        """``attn(q=q_in, k=with_pe, v=keys)`` with per-prompt image tokens, in low-rank form."""
+        torch = self.torch
+        heads, (out_dim, channels) = attn.num_heads, attn.k_proj.weight.shape
+        d = out_dim // heads
+        q = _heads(attn.q_proj(q_in), heads) * (1.0 / math.sqrt(d))  # B x H x T x d
+        wk = attn.k_proj.weight.reshape(heads, d, channels)  # H x d x C
+        q_wide = torch.matmul(q, wk).flatten(1, 2).to(self.dtype)  # B x HT x C
+        weights = torch.softmax(torch.bmm(q_wide, with_pe.transpose(1, 2)), dim=-1)  # B x HT x N
+        mixed = torch.bmm(weights, keys).float()  # B x HT x C
+        b, t = q.shape[0], q.shape[2]
+        wv = attn.v_proj.weight.reshape(heads, d, channels)
+        values = torch.matmul(mixed.reshape(b, heads, t, channels), wv.transpose(1, 2))  # B x H x T x d
+        values = values + attn.v_proj.bias.reshape(heads, 1, d)
+        return attn.out_proj(_merge(values))
+
+    def _image_to_token(self, attn: Any, with_pe: Any, queries: Any, query_pe: Any) -> tuple[Any, Any]:
+        """Attention weights (B x N x HT) and values (B x H x T x d), in low-rank form.
+
+        Of ``attn(q=with_pe, k=queries + query_pe, v=queries)``.
+        """
+        torch = self.torch
+        heads, (out_dim, channels) = attn.num_heads, attn.q_proj.weight.shape
+        d = out_dim // heads
+        k = _heads(attn.k_proj(queries + query_pe), heads) * (1.0 / math.sqrt(d))  # B x H x T x d
+        v = _heads(attn.v_proj(queries), heads)
+        wq = attn.q_proj.weight.reshape(heads, d, channels)
+        k_wide = torch.matmul(k, wq).flatten(1, 2).to(self.dtype)  # B x HT x C
+        bias = torch.matmul(k, attn.q_proj.bias.reshape(heads, d, 1)).flatten(1).to(self.dtype)  # B x HT
+        b, t = k.shape[0], k.shape[2]
+        scores = torch.baddbmm(bias[:, None, :], with_pe, k_wide.transpose(1, 2))  # B x N x HT
+        weights = torch.softmax(scores.reshape(b, -1, heads, t), dim=-1)
+        return weights.reshape(b, -1, heads * t), v
+
+    def _image_out(self, attn: Any, residual: Any, weights: Any, v: Any) -> Any:
+        """``residual + out_proj(merge(weights @ v))``, B x N x C, as ``residual + weights @ U``.
+
+        ``U_h = v_h W_o,h^T + b_o / H``: the bias is spread over the heads, each of whose weights
+        sum to one.
+        """
+        torch = self.torch
+        heads, d = v.shape[1], v.shape[-1]
+        wo = attn.out_proj.weight  # C x (H d)
+        wo_heads = wo.reshape(wo.shape[0], heads, d).permute(1, 2, 0)  # H x d x C
+        u = (
+            (torch.matmul(v, wo_heads) + attn.out_proj.bias / heads).flatten(1, 2).to(self.dtype)
+        )  # B x HT x C
+        if residual.dim() == 2:
+            residual = residual.expand(weights.shape[0], -1, -1)
+        return torch.baddbmm(residual, weights, u)
+
+    def _heads_out(self, queries: Any, keys: Any, multimask_output: bool) -> tuple[Any, Any]:
+        """Upscaling, hypernetwork products and the IoU head, for the masks asked for only."""
+        torch = self.torch
+        decoder = self.decoder
+        c, h, w = self._image["shape"]
+        b = queries.shape[0]
+        wanted = range(1, decoder.num_mask_tokens) if multimask_output else range(0, 1)
+        hyper = torch.stack(
+            [decoder.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in wanted], dim=1
+        )
+        iou_pred = decoder.iou_prediction_head(queries[:, 0, :])
+        iou_pred = iou_pred[:, 1:] if multimask_output else iou_pred[:, :1]
+        if self._upscaling is None:  # not SAM's layout: its own modules, in fp32
+            upscaled = decoder.output_upscaling(keys.float().transpose(1, 2).reshape(b, c, h, w))
+            _, c2, h2, w2 = upscaled.shape
+            masks = torch.bmm(hyper, upscaled.reshape(b, c2, h2 * w2)).reshape(b, -1, h2, w2)
+            return masks, iou_pred
+        up1, norm, act1, up2, act2 = self._upscaling
+        # each 2 x 2 stride-2 transposed convolution is a per-pixel linear map C -> 4 x C'
+        x = self._linear(keys, up1)  # B x N x (2 x 2 x C1)
+        shape, weight, bias, eps = norm
+        x = torch.nn.functional.layer_norm(
+            x.reshape(*x.shape[:-1], 4, -1), shape, self._low(weight), self._low(bias), eps
+        )
+        x = act2(self._linear(act1(x), up2))  # B x N x 4 x (2 x 2 x C2)
+        m = len(wanted)
+        masks = torch.bmm(
+            x.reshape(b, -1, x.shape[-1] // 4), hyper.transpose(1, 2).to(self.dtype)
+        )  # B x 16N x M
+        masks = masks.reshape(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6).float()
+        return masks.reshape(b, m, 4 * h, 4 * w), iou_pred
+
+    def _norm(self, norm: Any, x: Any) -> Any:
+        """``norm`` (an ``nn.LayerNorm``) applied in the working dtype."""
+        return self.torch.nn.functional.layer_norm(
+            x, norm.normalized_shape, self._low(norm.weight), self._low(norm.bias), norm.eps
+        )
+
+    def _linear(self, x: Any, weight_bias: tuple[Any, Any]) -> Any:
+        weight, bias = weight_bias
+        return self.torch.nn.functional.linear(x, self._low(weight), self._low(bias))
+
+    def _low(self, param: Any) -> Any:
+        """A parameter in the working dtype, converted once."""
+        if param is None or param.dtype == self.dtype:
+            return param
+        key = id(param)
+        if key not in self._cast:
+            self._cast[key] = param.detach().to(self.dtype)
+        return self._cast[key]
+
+
+def _upscaling_as_linear(sequence: Any) -> tuple | None:
+    """SAM's ``output_upscaling`` (ConvT 2x2/2, LayerNorm2d, act, ConvT 2x2/2, act) as per-pixel maps.
+
+    Returns ``((W1, b1), (norm shape, weight, bias, eps), act1, (W2, b2), act2)`` with each ``W``
+    of shape ``4 C' x C`` ordered ``(i, j, c')`` for output pixel ``(2y + i, 2x + j)``, or
+    ``None`` for any other layout.
+    """
+    import torch
+
+    modules = list(sequence)
+    if len(modules) != 5:
+        return None
+    up1, norm, act1, up2, act2 = modules
+    for conv in (up1, up2):
+        if not (
+            isinstance(conv, torch.nn.ConvTranspose2d)
+            and tuple(conv.kernel_size) == (2, 2)
+            and tuple(conv.stride) == (2, 2)
+            and tuple(conv.padding) == (0, 0)
+            and tuple(conv.output_padding) == (0, 0)
+            and conv.groups == 1
+            and tuple(conv.dilation) == (1, 1)
+            and conv.bias is not None
+        ):
+            return None
+    if not all(hasattr(norm, name) for name in ("weight", "bias", "eps")) or norm.weight.dim() != 1:
+        return None
+
+    def as_linear(conv: Any) -> tuple[Any, Any]:
+        weight = conv.weight.detach()  # C_in x C_out x 2 x 2
+        c_in, c_out = weight.shape[:2]
+        matrix = weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in).contiguous()
+        return matrix, conv.bias.detach().repeat(4)
+
+    norm_args = ((norm.weight.shape[0],), norm.weight.detach(), norm.bias.detach(), float(norm.eps))
+    return as_linear(up1), norm_args, act1, as_linear(up2), act2
+
+
+def _heads(x: Any, heads: int) -> Any:
+    """``... x T x (H d)`` -> ``... x H x T x d``."""
+    *lead, t, c = x.shape
+    return x.reshape(*lead, t, heads, c // heads).transpose(-3, -2)
+
+
+def _merge(x: Any) -> Any:
+    """``... x H x T x d`` -> ``... x T x (H d)``."""
+    x = x.transpose(-3, -2)
+    return x.reshape(*x.shape[:-2], -1)

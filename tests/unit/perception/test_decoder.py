@@ -1,0 +1,164 @@
+"""The fast point decoder against segment-anything's MaskDecoder, on tiny calibrated SAMs (CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.tiny_sam import build_tiny_sam, synthetic_image
+
+from dtwin_agent.config import Settings
+from dtwin_agent.errors import ConfigError
+from dtwin_agent.masks import iou
+from dtwin_agent.perception import decoder as decoder_module
+from dtwin_agent.perception import sam as sam_module
+from dtwin_agent.perception.decoder import PointDecoder, native_bf16
+from dtwin_agent.perception.sam import SamProposer, resolve_batch_size, resolve_precision
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    return build_tiny_sam()
+
+
+def reference(model, features, sparse, dense, multimask: bool):
+    return model.mask_decoder(
+        image_embeddings=features,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+
+
+def prompts(model, count: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.image_encoder.img_size
+    points = torch.rand(count, 1, 2, generator=generator) * size
+    labels = torch.ones(count, 1, dtype=torch.int)
+    return model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+
+
+def features_for(model, seed: int = 1):
+    shape = (1, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_fp32_decoder_equals_mask_decoder(tiny_sam, multimask, batch) -> None:
+    features = features_for(tiny_sam)
+    sparse, dense = prompts(tiny_sam, batch)
+    with torch.no_grad():
+        ref_masks, ref_iou = reference(tiny_sam, features, sparse, dense, multimask)
+    decoder = PointDecoder(tiny_sam, "fp32")
+    decoder.set_image(features)
+    masks, iou_pred = decoder(sparse, multimask)
+    assert masks.shape == ref_masks.shape and iou_pred.shape == ref_iou.shape
+    scale = ref_masks.abs().max().item()  # calibrated logits are ~1000x larger than usual
+    assert torch.allclose(masks, ref_masks, atol=1e-5 * scale, rtol=1e-5)
+    assert torch.allclose(iou_pred, ref_iou, atol=1e-5)
+    assert torch.equal(masks > 0, ref_masks > 0)
+
+
+def test_decoder_falls_back_to_the_modules_for_another_upscaling_layout() -> None:
+    model = build_tiny_sam(seed=3)
+    up = model.mask_decoder.output_upscaling
+    model.mask_decoder.output_upscaling = torch.nn.Sequential(
+        up[0], up[1], up[2], up[3], up[4], torch.nn.Identity()
+    )
+    features = features_for(model)
+    sparse, dense = prompts(model, 3)
+    decoder = PointDecoder(model, "fp32")
+    assert decoder._upscaling is None
+    decoder.set_image(features)
+    masks, iou_pred = decoder(sparse)
+    with torch.no_grad():
+        ref_masks, ref_iou = reference(model, features, sparse, dense, True)
+    assert torch.allclose(masks, ref_masks, atol=1e-5 * ref_masks.abs().max().item())
+    assert torch.allclose(iou_pred, ref_iou, atol=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_decoder_agrees_on_almost_every_pixel(tiny_sam) -> None:
+    features = features_for(tiny_sam)
+    sparse, dense = prompts(tiny_sam, 6)
+    with torch.no_grad():
+        ref_masks, ref_iou = reference(tiny_sam, features, sparse, dense, True)
+    decoder = PointDecoder(tiny_sam, "bf16")
+    decoder.set_image(features)
+    masks, iou_pred = decoder(sparse)
+    assert masks.dtype == torch.float32
+    assert ((masks > 0) == (ref_masks > 0)).float().mean().item() > 0.99
+    assert torch.allclose(iou_pred, ref_iou, atol=0.02)
+
+
+def test_decoder_needs_an_image_and_a_known_precision(tiny_sam) -> None:
+    decoder = PointDecoder(tiny_sam)
+    sparse, _ = prompts(tiny_sam, 1)
+    with pytest.raises(RuntimeError, match="set_image"):
+        decoder(sparse)
+    decoder.set_image(features_for(tiny_sam))
+    decoder.reset()
+    with pytest.raises(RuntimeError, match="set_image"):
+        decoder(sparse)
+    with pytest.raises(ValueError, match="precision"):
+        PointDecoder(tiny_sam, "fp16")
+
+
+def test_fast_and_exact_proposers_give_the_same_masks(tiny_sam) -> None:
+    image = synthetic_image()
+    base = {"points_per_side": 5, "box_nms_thresh": 1.0, "device": "cpu", "policy": "sam_only"}
+    exact = SamProposer(Settings.model_validate({"perception": base | {"decoder": "exact"}}), model=tiny_sam)
+    fast = SamProposer(
+        Settings.model_validate({"perception": base | {"decoder": "fast", "precision": "fp32"}}),
+        model=tiny_sam,
+    )
+    theirs, ours = exact.propose(image, "object"), fast.propose(image, "object")
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert iou(a.mask, b.mask) >= 0.98
+        assert a.point == b.point
+        assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
+
+
+def test_precision_and_batch_size_resolution(monkeypatch) -> None:
+    monkeypatch.setattr(sam_module, "native_bf16", lambda: True)
+    assert resolve_precision("auto", on_cuda=False) == "bf16"
+    assert resolve_precision("auto", on_cuda=True) == "fp32"
+    assert resolve_precision("fp32", on_cuda=False) == "fp32"
+    monkeypatch.setattr(sam_module, "native_bf16", lambda: False)
+    assert resolve_precision("auto", on_cuda=False) == "fp32"
+    with pytest.raises(ConfigError, match="AMX"):
+        resolve_precision("bf16", on_cuda=False)
+    assert resolve_batch_size("auto", on_cuda=False) == sam_module.CPU_BATCH
+    assert resolve_batch_size("auto", on_cuda=True) == sam_module.CUDA_BATCH
+    assert resolve_batch_size(7, on_cuda=True) == 7
+
+
+def test_native_bf16_reads_the_cpu_probes(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert decoder_module.native_bf16() is True
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert decoder_module.native_bf16() is False
+
+
+@pytest.mark.parametrize("granularity", ["part", "object"])
+def test_progress_is_reported_per_decoder_batch(tiny_sam, granularity) -> None:
+    settings = Settings.model_validate(
+        {"perception": {"points_per_side": 4, "points_per_batch": 5, "box_nms_thresh": 1.0, "device": "cpu"}}
+    )
+    calls: list[tuple[int, int]] = []
+    proposals = SamProposer(settings, model=tiny_sam).propose(
+        synthetic_image(), granularity, on_progress=lambda done, total: calls.append((done, total))
+    )
+    assert proposals
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1]
+    assert calls[:4] == [(5, 16), (10, 16), (15, 16), (16, 16)]  # the 4 x 4 grid in batches of 5
+    if granularity == "object":
+        assert calls[-1][1] > 16  # the centroid re-prompts were added
+    else:
+        assert len(calls) == 4
+    assert np.all([c[0] <= c[1] for c in calls])

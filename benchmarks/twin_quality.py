@@ -34,6 +34,7 @@ is skipped with a note when they are not fetched); SAM ViT-H rows need ``--sam-c
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -87,6 +88,10 @@ class Row:
     objects: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     extra: list[float] = field(default_factory=list)
+    prompts: list[int] = field(default_factory=list)
+
+    def prompts_cell(self) -> str:
+        return f"{np.mean(self.prompts):.0f}" if self.prompts else "-"
 
 
 def oracle_iou(truth: np.ndarray, masks: list[np.ndarray]) -> float:
@@ -224,20 +229,24 @@ def _value(text: str) -> object:
         return text
 
 
-def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list[np.ndarray], float]:
+def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list[np.ndarray], float, int | None]:
+    """The twin's masks, the proposer's seconds and (SAM) the decoder prompts it ran."""
     granularity = "object" if level == "sam_only" else level
+    progress: list[tuple[int, int]] = []
+    kwargs = {}
+    if "on_progress" in inspect.signature(proposer.propose).parameters:
+        kwargs["on_progress"] = lambda done, total: progress.append((done, total))
     started = time.perf_counter()
-    proposals = proposer.propose(case.image, granularity)
+    proposals = proposer.propose(case.image, granularity, **kwargs)
     seconds = time.perf_counter() - started
+    prompts = progress[-1][1] if progress and getattr(proposer, "name", "").startswith("sam") else None
     records = proposals_to_records(
         proposals,
         case.image.shape[:2],
         min_area_pct=settings.perception.min_area_pct,
         max_objects=settings.perception.max_objects,
     )
-    from dtwin_agent.twin import RLE
-
-    return [mask_ops.decode(RLE.model_validate(r["mask"])) for r in records], seconds
+    return [mask_ops.decode(r.mask) for r in records], seconds, prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             proposer.propose(np.zeros((32, 32, 3), np.uint8), "object" if level == "sam_only" else level)
             row = Row(name, level)
             for case in scenes:
-                masks, seconds = run(proposer, level, case, settings)
+                masks, seconds, prompts = run(proposer, level, case, settings)
+                row.prompts += [prompts] if prompts else []
                 best = best_ious(case.truth, masks)
                 row.scores.append(sum(b >= 0.5 for b in best))
                 row.extra.append(sum(b >= 0.85 for b in best))
@@ -298,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             synthetic_rows.append(row)
             row = Row(name, level)
             for case in photos:
-                masks, seconds = run(proposer, level, case, settings)
+                masks, seconds, prompts = run(proposer, level, case, settings)
+                row.prompts += [prompts] if prompts else []
                 row.scores.append(oracle_iou(case.truth[0], masks))
                 row.objects.append(len(masks))
                 row.seconds.append(seconds)
@@ -321,25 +332,29 @@ def print_tables(
         print(
             f"## Synthetic scenes ({len(scenes)} scenes, {total} objects): recall of ground-truth objects\n"
         )
-        print("| proposer | level | recall IoU>=0.5 | recall IoU>=0.85 | objects / twin | s / image |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| proposer | level | recall IoU>=0.5 | recall IoU>=0.85 | objects / twin | s / image "
+            "| decoder prompts / image |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for row in synthetic_rows:
             print(
                 f"| {row.proposer} | {row.level} | {sum(row.scores) / total:.3f} "
-                f"| {sum(row.extra) / total:.3f} | {np.mean(row.objects):.1f} | {np.mean(row.seconds):.2f} |"
+                f"| {sum(row.extra) / total:.3f} | {np.mean(row.objects):.1f} | {np.mean(row.seconds):.2f} "
+                f"| {row.prompts_cell()} |"
             )
         print()
     if not photos:
         return
     print(f"## Shared photos ({len(photos)}): oracle IoU of the best union of twin masks with the answer\n")
     names = [c.name for c in photos]
-    print("| proposer | level | " + " | ".join(names) + " | mean | objects / twin | s / image |")
-    print("|---|---|" + "---|" * (len(names) + 3))
+    print("| proposer | level | " + " | ".join(names) + " | mean | objects / twin | s / image | prompts |")
+    print("|---|---|" + "---|" * (len(names) + 4))
     for row in photo_rows:
         cells = " | ".join(f"{s:.3f}" for s in row.scores)
         print(
             f"| {row.proposer} | {row.level} | {cells} | {np.mean(row.scores):.3f} "
-            f"| {np.mean(row.objects):.1f} | {np.mean(row.seconds):.1f} |"
+            f"| {np.mean(row.objects):.1f} | {np.mean(row.seconds):.1f} | {row.prompts_cell()} |"
         )
     print("\nquery level per photo: " + ", ".join(f"{c.name}={c.level}" for c in photos))
     by_key = {(r.proposer, r.level): r for r in photo_rows}

@@ -111,6 +111,11 @@ class PerceptionSettings(_Section):
     )
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)
+    prompts: Literal["grid", "objects"] = Field(
+        default="grid",
+        description="grid: points_per_side^2 points; objects: one per offline colour region + a coarse grid",
+    )
+    prompt_coarse_side: int = Field(default=8, ge=0, description="coarse grid side of prompts = objects")
     points_per_batch: int | Literal["auto"] = Field(
         default="auto",
         description="prompts per decoder call; auto: 16 on a CPU (cache-sized), 1024 on CUDA (halved on OOM)",
@@ -146,8 +151,9 @@ class PerceptionSettings(_Section):
     min_area_pct: float = Field(
         default=0.05, ge=0, le=100, description="drop objects smaller than this % of the image"
     )
-    granularity: Literal["auto", "group", "object", "part"] = Field(
-        default="auto", description="auto: the VLM chooses (paper Eq. 1)"
+    granularity: Literal["auto", "group", "object", "part", "hierarchy"] = Field(
+        default="auto",
+        description="auto: the VLM chooses (paper Eq. 1); hierarchy: objects and their parts in one twin",
     )
 
 

@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 Granularity = Literal["group", "object", "part"]
 GRANULARITIES: tuple[Granularity, ...] = ("group", "object", "part")
+#: What a twin holds: one level of paper Eq. 1, or ``hierarchy``: the objects and, beside them, their
+#: parts, each part naming the object it belongs to (:attr:`TwinObject.parent`).
+TwinLevel = Literal["group", "object", "part", "hierarchy"]
+TWIN_LEVELS: tuple[TwinLevel, ...] = ("group", "object", "part", "hierarchy")
 
 RelationKind = Literal[
     "left of",
@@ -85,6 +89,9 @@ class TwinObject(BaseModel):
     semantic: str = ""
     relations: list[Relation] = Field(default_factory=list)
     spatial: str = Field(default="", description="T_i: the spatial text shown to the LLM")
+    parent: int | None = Field(
+        default=None, ge=1, description="hierarchy twins: id of the object this part belongs to"
+    )
 
     @model_validator(mode="after")
     def _bbox_order(self) -> TwinObject:
@@ -210,7 +217,7 @@ class DigitalTwin(BaseModel):
 
     version: int = TWIN_VERSION
     image: ImageInfo
-    granularity: Granularity = "object"
+    granularity: TwinLevel = "object"
     objects: list[TwinObject] = Field(default_factory=list)
     components: dict[str, str] = Field(
         default_factory=dict, description="which proposer, labeller and models built this twin"
@@ -234,6 +241,12 @@ class DigitalTwin(BaseModel):
             for rel in obj.relations:
                 if rel.target not in known or rel.target == obj.id:
                     raise ValueError(f"objects[id={obj.id}].relations: bad target id {rel.target}")
+        parents = {o.id: o.parent for o in self.objects}
+        for obj in self.objects:
+            if obj.parent is not None and (obj.parent not in known or parents[obj.parent] is not None):
+                raise ValueError(
+                    f"objects[id={obj.id}].parent: {obj.parent} is not the id of a top-level object"
+                )
         return self
 
     @property

@@ -50,7 +50,7 @@ _SHARED: tuple[tuple[str, str, type, str], ...] = (
     ("sam_model_type", "perception.sam_model_type", str, "vit_h | vit_l | vit_b | vit_t"),
     ("points_per_side", "perception.points_per_side", int, "SAM grid: N x N point prompts"),
     ("device", "perception.device", str, "auto | cpu | cuda | cuda:N"),
-    ("granularity", "perception.granularity", str, "auto | group | object | part"),
+    ("granularity", "perception.granularity", str, "auto | group | object | part | hierarchy"),
     ("strategy", "semantics.strategy", str, "labelling prompt: brainstorm | direct | in_context"),
     ("mode", "reasoning.mode", str, "refine | single_shot | sftdt"),
     ("max_steps", "reasoning.max_refine_steps", int, "refinement step limit"),

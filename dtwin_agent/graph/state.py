@@ -53,6 +53,7 @@ class ProposedMask(BaseModel):
     mask: RLE
     predicted_iou: float | None = None
     stability: float | None = None
+    parent: int | None = Field(default=None, ge=1, description="hierarchy twins: the id of its object")
 
 
 class InputState(TypedDict):

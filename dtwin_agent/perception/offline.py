@@ -75,7 +75,8 @@ import numpy as np
 from dtwin_agent.config import Settings
 from dtwin_agent.perception import register_proposer
 from dtwin_agent.perception.base import ProgressCallback, Proposal
-from dtwin_agent.twin import GRANULARITIES, Granularity
+from dtwin_agent.perception.policy import assemble_hierarchy
+from dtwin_agent.twin import GRANULARITIES, Granularity, TwinLevel
 
 __all__ = ["LEVELS", "MergeLevel", "OfflineProposer", "build_offline_proposer"]
 
@@ -340,24 +341,45 @@ class OfflineProposer:
         return labels
 
     def propose(
-        self, image: np.ndarray, granularity: Granularity, *, on_progress: ProgressCallback | None = None
+        self, image: np.ndarray, granularity: TwinLevel, *, on_progress: ProgressCallback | None = None
     ) -> list[Proposal]:
         """Return one proposal per region of the partition (masks at the input size).
 
         Regions under ``perception.min_area_pct`` % of the image are dropped; the background
-        region is kept (see the module docstring). ``on_progress(done, total)`` is called after
-        the segmentation (1 of 2) and after the masks (2 of 2).
+        region is kept (see the module docstring). ``on_progress(done, total)`` is called once per
+        level segmented and at the end.
+
+        ``hierarchy``: the object-level regions, then the part-level regions with ``parent`` set
+        (:func:`~dtwin_agent.perception.policy.assemble_hierarchy`; the two levels are separate
+        merges, so a part is given the object region that holds most of it).
 
         Raises:
             ValueError: for a malformed image or an unknown granularity.
 
         """
+        if granularity == "hierarchy":
+            p = self.settings.perception
+            objects = self._regions(image, "object")
+            if on_progress is not None:
+                on_progress(1, 3)
+            parts = self._regions(image, "part")
+            if on_progress is not None:
+                on_progress(2, 3)
+            out = assemble_hierarchy(objects, parts, tau=p.part_iou_thresh, tau_prime=p.containment_thresh)
+            if on_progress is not None:
+                on_progress(3, 3)
+            return out
+        proposals = self._regions(image, granularity)
+        if on_progress is not None:
+            on_progress(1, 1)
+        return proposals
+
+    def _regions(self, image: np.ndarray, granularity: Granularity) -> list[Proposal]:
+        """One proposal per region of the partition at ``granularity``."""
         import cv2
         from scipy import ndimage
 
         labels = self.segment(image, granularity)
-        if on_progress is not None:
-            on_progress(1, 2)
         t0 = time.perf_counter()
         graph, alive = self._graph, self._alive
         threshold = self.levels[granularity].delta_e
@@ -384,8 +406,6 @@ class OfflineProposer:
                 Proposal(mask=mask, predicted_iou=predicted_iou, stability=stability, point=point)
             )
         self.last_timings["masks"] = time.perf_counter() - t0
-        if on_progress is not None:
-            on_progress(2, 2)
         return proposals
 
 

@@ -12,6 +12,10 @@ After SAM's everything mode (``{m_1..m_N} = SAM_everything(x_img)``):
   intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask ``m*`` exceeds
   ``tau'`` (Eq. 3).
 
+Hierarchy twins (``perception.granularity = "hierarchy"``): :func:`assemble_hierarchy` puts the
+object-level and the part-level masks of one everything-mode run in one list, each part naming the
+object it lies in, so that no choice of level can lose the target.
+
 No torch here: masks are boolean ``H x W`` numpy arrays; pairwise overlaps go through pycocotools.
 """
 
@@ -31,6 +35,7 @@ __all__ = [
     "centroid_prompt_point",
     "choose_growth",
     "containment_filter",
+    "assemble_hierarchy",
 ]
 
 
@@ -272,6 +277,57 @@ def _common_shape(masks: Sequence[np.ndarray]) -> tuple[int, int]:
     if len(shape) != 2:
         raise ValueError(f"masks must be 2-D H x W arrays, got shape {shape}")
     return shape
+
+
+def assemble_hierarchy(
+    objects: Sequence[Proposal], parts: Sequence[Proposal], *, tau: float, tau_prime: float
+) -> list[Proposal]:
+    """Objects and their parts in one list (hierarchy twins).
+
+    Each part is compared with the objects:
+
+    - a part with ``IoU(part, object) > tau`` for some object *is* that object (a part-level mask
+      that needed no merging) and is dropped;
+    - otherwise its parent is the smallest object that holds it, ``R = |part ∩ object| / |part|
+      > tau'`` (Eq. 3's ratio): the most specific object it belongs to;
+    - a part that no object holds stays, as a top-level entry (``parent`` None): nothing the
+      part level found is lost.
+
+    Args:
+        objects: the object-level proposals (the object / group policy's output).
+        parts: the part-level proposals (``part_dedup`` of the same everything-mode masks).
+        tau: the part-level IoU threshold, in [0, 1].
+        tau_prime: the containment threshold, in [0, 1].
+
+    Returns:
+        New proposals: the objects in their order (``parent`` None), then the kept parts in theirs,
+        ``parent`` being the index of their object in this list.
+
+    Raises:
+        ValueError: if a threshold is outside [0, 1] or the masks differ in shape.
+    """
+    from dataclasses import replace
+
+    tau = _check_threshold("tau", tau)
+    tau_prime = _check_threshold("tau_prime", tau_prime)
+    out = [replace(obj, parent=None) for obj in objects]
+    if not parts:
+        return out
+    if not objects:
+        return out + [replace(part, parent=None) for part in parts]
+    _common_shape([p.mask for p in (*objects, *parts)])
+    obj_rles = [_rle(o.mask) for o in objects]
+    part_rles = [_rle(p.mask) for p in parts]
+    same = _pairwise(part_rles, obj_rles, crowd=False)  # IoU
+    held = _pairwise(part_rles, obj_rles, crowd=True)  # |part ∩ object| / |part|
+    obj_area = np.asarray(mask_utils.area(obj_rles), dtype=float)
+    for k, part in enumerate(parts):
+        if (same[k] > tau).any():
+            continue
+        holders = np.flatnonzero(held[k] > tau_prime)
+        parent = int(holders[np.argmin(obj_area[holders])]) if holders.size else None
+        out.append(replace(part, parent=parent))
+    return out
 
 
 def _rle(mask: np.ndarray) -> dict:

@@ -43,13 +43,15 @@ from dtwin_agent.perception import register_proposer
 from dtwin_agent.perception.base import ProgressCallback, Proposal
 from dtwin_agent.perception.decoder import PointDecoder, native_bf16
 from dtwin_agent.perception.policy import (
+    assemble_hierarchy,
     centroid_prompt_point,
     choose_growth,
     containment_filter,
     filter_by_predicted_iou,
     part_dedup,
 )
-from dtwin_agent.twin import GRANULARITIES, Granularity
+from dtwin_agent.perception.prompts import seeded_points
+from dtwin_agent.twin import TWIN_LEVELS, TwinLevel
 
 __all__ = ["SamProposer", "load_sam", "resolve_device"]
 
@@ -358,6 +360,7 @@ class SamProposer:
             output_mode="binary_mask",
         )
         self.predictor = self.generator.predictor
+        self._seeder: Any = None  # the offline proposer, for object-aware prompts
 
     @property
     def batch_size(self) -> int:
@@ -365,7 +368,7 @@ class SamProposer:
         return self.generator.batch_size
 
     def propose(
-        self, image: np.ndarray, granularity: Granularity, *, on_progress: ProgressCallback | None = None
+        self, image: np.ndarray, granularity: TwinLevel, *, on_progress: ProgressCallback | None = None
     ) -> list[Proposal]:
         """Mask proposals for an ``H x W x 3`` uint8 RGB image at ``granularity``.
 
@@ -380,6 +383,9 @@ class SamProposer:
             Proposals with boolean ``H x W`` masks. ``sam_only``: the generator's order (its NMS
             order, best predicted IoU first). ``part``: that order, deduplicated. ``object`` /
             ``group``: largest mask first; ``point`` is the prompt of the mask kept.
+            ``hierarchy``: the object-level proposals, then the part-level ones with ``parent``
+            set (:func:`~dtwin_agent.perception.policy.assemble_hierarchy`), from one
+            everything-mode pass.
 
         Raises:
             ValueError: for a malformed image or an unknown granularity.
@@ -389,10 +395,13 @@ class SamProposer:
             raise ValueError(
                 f"image must be an H x W x 3 uint8 array, got shape {image.shape} dtype {image.dtype}"
             )
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        if granularity not in TWIN_LEVELS:
+            raise ValueError(f"granularity must be one of {', '.join(TWIN_LEVELS)}, got {granularity!r}")
         p = self.settings.perception
         image = np.ascontiguousarray(image)
+        grid = self.generator.point_grids
+        if p.prompts == "objects":
+            self.generator.point_grids = [self._seeded_points(image)]
         progress = _Progress(on_progress, len(self.generator.point_grids[0]))
         self.generator.on_batch = progress.advance
         try:
@@ -411,10 +420,26 @@ class SamProposer:
             proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
             if granularity == "part":
                 return part_dedup(proposals, p.part_iou_thresh)
-            return self._object_level(proposals, progress)
+            objects = self._object_level(proposals, progress)
+            if granularity == "hierarchy":
+                parts = part_dedup(proposals, p.part_iou_thresh)
+                return assemble_hierarchy(
+                    objects, parts, tau=p.part_iou_thresh, tau_prime=p.containment_thresh
+                )
+            return objects
         finally:
+            self.generator.point_grids = grid
             self.generator.on_batch = None
             self.predictor.release()
+
+    def _seeded_points(self, image: np.ndarray) -> np.ndarray:
+        """Object-aware prompts (``prompts = "objects"``): offline part-level regions + a coarse grid."""
+        if self._seeder is None:
+            from dtwin_agent.perception.offline import OfflineProposer
+
+            self._seeder = OfflineProposer(self.settings)
+        seeds = [prop.point for prop in self._seeder.propose(image, "part")]
+        return seeded_points(seeds, image.shape[:2], self.settings.perception.prompt_coarse_side)
 
     def _object_level(self, proposals: list[Proposal], progress: _Progress) -> list[Proposal]:
         """Centroid re-prompts (Eq. 2), plausible growth (:func:`choose_growth`), then Eq. 3."""

@@ -110,6 +110,7 @@ def build_spatial(
     width: int,
     height: int,
     settings: Settings | SpatialSettings | None = None,
+    parents: Sequence[int | None] | None = None,
 ) -> list[ObjectGeometry]:
     """Geometry, relations and T_i of every object (paper 3.2), in input order.
 
@@ -122,6 +123,8 @@ def build_spatial(
         settings: :class:`~dtwin_agent.config.Settings` or its ``spatial`` section (default values
             when ``None``): ``max_relations`` is the budget k, ``near_fraction`` the ``near``
             threshold as a fraction of the image diagonal.
+        parents: hierarchy twins: for each object, the id of the object it is a part of (or
+            None); T_i then says ``part of #id``.
 
     Returns:
         One :class:`ObjectGeometry` per mask.
@@ -138,6 +141,9 @@ def build_spatial(
         raise ValueError(f"got {len(masks)} masks but {len(ids)} ids")
     if len(set(ids)) != len(ids) or any(i < 1 for i in ids):
         raise ValueError(f"ids must be unique and >= 1, got {ids}")
+    parents = [None] * len(ids) if parents is None else list(parents)
+    if len(parents) != len(ids):
+        raise ValueError(f"got {len(ids)} ids but {len(parents)} parents")
     total = float(width * height)
     records = []
     for index, item in enumerate(masks):
@@ -167,7 +173,16 @@ def build_spatial(
                 area_pct=area_pct,
                 centroid=centroid,
                 relations=relations[index],
-                text=spatial_text(bbox, area_pct, centroid, relations[index], width, height, facts[index]),  # type: ignore[arg-type]
+                text=spatial_text(
+                    bbox,  # type: ignore[arg-type]
+                    area_pct,
+                    centroid,  # type: ignore[arg-type]
+                    relations[index],
+                    width,
+                    height,
+                    facts[index],
+                    parent=parents[index],
+                ),
                 area_px=int(areas[index]),
                 polygon=geoms[index],
             )

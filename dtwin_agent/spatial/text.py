@@ -134,6 +134,7 @@ def spatial_text(
     width: int,
     height: int,
     facts: OrdinalFacts | None = None,
+    parent: int | None = None,
 ) -> str:
     """T_i = F_spatial(b_i, A_i, {R_i,j}) (paper 3.2) as one short deterministic line.
 
@@ -146,6 +147,8 @@ def spatial_text(
         height: image height in pixels.
         facts: the object's ranks among all objects (:func:`ordinal_facts`); left out when None
             or when the twin has a single object.
+        parent: hierarchy twins: the id of the object this one is a part of; T_i then says
+            ``part of #id`` right after the location.
 
     Example: ``top left; box x 1-20% y 5-39%; area 3.2%, 5th largest; 2nd from left, 4th from top;
     inside #1; touching #3 #5; left of #4; above #5``.
@@ -167,6 +170,8 @@ def spatial_text(
             parts.append(", ".join(w for w in (across, down) if w))
     else:
         parts.append(area)
+    if parent is not None:
+        parts.insert(1, f"part of #{parent}")
     grouped: dict[str, list[int]] = {}
     for rel in relations:
         grouped.setdefault(rel.kind, []).append(rel.target)

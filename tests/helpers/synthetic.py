@@ -275,3 +275,106 @@ def box_mask(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (100, 
     mask = np.zeros(shape, bool)
     mask[y0 : y1 + 1, x0 : x1 + 1] = True
     return mask
+
+
+class CompositeScene(NamedTuple):
+    """A synthetic scene of objects made of parts, with queries at every level of paper Eq. 1.
+
+    Attributes:
+        image: ``H x W x 3`` uint8 RGB image.
+        objects: the visible mask of each whole object (body, window and wheels).
+        parts: for each object, its visible parts by name (``body``, ``window``, ``wheel 1``,
+            ``wheel 2``).
+        queries: ``(query, level, mask)``: a request, the level (``part``, ``object``, ``group``)
+            its answer is at, and the answer's mask.
+
+    """
+
+    image: np.ndarray
+    objects: list[np.ndarray]
+    parts: list[dict[str, np.ndarray]]
+    queries: list[tuple[str, str, np.ndarray]]
+
+
+VEHICLE_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (220, 30, 30)),
+    ("blue", (30, 60, 210)),
+    ("green", (30, 160, 40)),
+    ("orange", (250, 140, 20)),
+)
+WHEEL = (20, 20, 20)
+WINDOW = (170, 220, 240)
+
+
+def make_composite_scene(
+    n_objects: int = 3, *, width: int = 640, height: int = 480, seed: int = 0, noise: float = 0.0
+) -> CompositeScene:
+    """Side-by-side toy vehicles: a body, a window inside it and two wheels under it.
+
+    Each vehicle is a body rectangle in its own colour (:data:`VEHICLE_COLOURS`), a light window
+    in its upper half and two black wheels overlapping its lower edge; vehicles do not touch. The
+    queries ask for a window and for a pair of wheels (part level), for one vehicle (object level)
+    and for all of them (group level), by colour.
+
+    Args:
+        n_objects: vehicles, 1 to ``len(VEHICLE_COLOURS)``.
+        width: image width in pixels (at least 80 per vehicle).
+        height: image height in pixels (at least 120).
+        seed: random seed (sizes and positions jitter).
+        noise: standard deviation of Gaussian pixel noise.
+
+    Returns:
+        The scene.
+
+    Raises:
+        ValueError: for too many vehicles or too small an image.
+
+    """
+    import cv2
+
+    if not 1 <= n_objects <= len(VEHICLE_COLOURS):
+        raise ValueError(f"n_objects must be between 1 and {len(VEHICLE_COLOURS)}, got {n_objects}")
+    if width < 80 * n_objects or height < 120:
+        raise ValueError(f"image {width} x {height} is too small for {n_objects} vehicles")
+    rng = np.random.default_rng(seed)
+    image = np.empty((height, width, 3), np.float32)
+    image[:] = BACKGROUND
+    owner = np.zeros((height, width), np.int32)  # 0 background, then per vehicle: 4 labels
+    slot = width / n_objects
+    names = ("body", "window", "wheel 1", "wheel 2")
+    colours = (None, WINDOW, WHEEL, WHEEL)
+    for index in range(n_objects):
+        body_w = int(slot * rng.uniform(0.55, 0.75))
+        body_h = int(body_w * rng.uniform(0.35, 0.5))
+        x0 = int(index * slot + (slot - body_w) / 2 + rng.uniform(-0.05, 0.05) * slot)
+        y0 = int(height * rng.uniform(0.3, 0.5))
+        label = 1 + 4 * index
+        owner[y0 : y0 + body_h, x0 : x0 + body_w] = label
+        win_w, win_h = int(body_w * 0.3), int(body_h * 0.35)
+        wx, wy = x0 + int(body_w * rng.uniform(0.1, 0.55)), y0 + int(body_h * 0.12)
+        owner[wy : wy + win_h, wx : wx + win_w] = label + 1
+        radius = max(4, int(body_h * 0.28))
+        for k, fraction in enumerate((0.22, 0.78)):
+            canvas = np.zeros((height, width), np.uint8)
+            cv2.circle(canvas, (x0 + int(body_w * fraction), y0 + body_h), radius, 1, thickness=-1)
+            owner[canvas.astype(bool)] = label + 2 + k
+    objects, parts, queries = [], [], []
+    for index in range(n_objects):
+        colour_name, body_colour = VEHICLE_COLOURS[index]
+        label = 1 + 4 * index
+        named = {name: owner == label + k for k, name in enumerate(names)}
+        for k, name in enumerate(names):
+            image[named[name]] = colours[k] or body_colour
+        whole = np.isin(owner, [label, label + 1, label + 2, label + 3])
+        objects.append(whole)
+        parts.append(named)
+        queries += [
+            (f"the window of the {colour_name} vehicle", "part", named["window"]),
+            (f"the wheels of the {colour_name} vehicle", "part", named["wheel 1"] | named["wheel 2"]),
+            (f"the {colour_name} vehicle", "object", whole),
+        ]
+    queries.append(("all the vehicles", "group", np.logical_or.reduce(objects)))
+    if noise > 0:
+        image = image + rng.normal(0.0, noise, size=image.shape).astype(np.float32)
+    rgb = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return CompositeScene(rgb, objects, parts, queries)

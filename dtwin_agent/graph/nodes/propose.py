@@ -33,26 +33,30 @@ def proposals_to_records(
     """Upscale, filter and number proposals: ids 1..N' by decreasing area (ties: top-left first).
 
     Empty masks and masks below ``min_area_pct`` of the image are dropped; at most ``max_objects``
-    largest are kept.
+    largest are kept. A proposal's ``parent`` (an index into ``proposals``, hierarchy twins)
+    becomes its object's id; a part whose object was dropped has none.
     """
     total = float(shape[0] * shape[1])
     kept = []
-    for prop in proposals:
+    for position, prop in enumerate(proposals):
         mask = mask_ops.resize_mask(prop.mask, shape)
         pixels = int(mask.sum())
         if pixels == 0 or 100.0 * pixels / total < min_area_pct:
             continue
         x0, y0, _, _ = mask_ops.bbox(mask)
-        kept.append((pixels, y0, x0, mask, prop))
+        kept.append((pixels, y0, x0, position, mask, prop))
     kept.sort(key=lambda k: (-k[0], k[1], k[2]))
+    kept = kept[:max_objects]
+    ids = {k[3]: index for index, k in enumerate(kept, start=1)}
     records = []
-    for index, (_, _, _, mask, prop) in enumerate(kept[:max_objects], start=1):
+    for index, (_, _, _, _, mask, prop) in enumerate(kept, start=1):
         records.append(
             ProposedMask(
                 id=index,
                 mask=mask_ops.encode(mask),
                 predicted_iou=float(prop.predicted_iou),
                 stability=float(prop.stability),
+                parent=ids.get(prop.parent) if prop.parent is not None else None,
             )
         )
     return records

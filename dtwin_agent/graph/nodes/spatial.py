@@ -19,7 +19,8 @@ def _assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
     records = state.get("proposals", [])
     rles = [r.mask for r in records]
     width, height = int(state["width"]), int(state["height"])
-    geometry = compute_spatial(rles, [r.id for r in records], width, height, spatial_settings)
+    parents = [r.parent for r in records]
+    geometry = compute_spatial(rles, [r.id for r in records], width, height, spatial_settings, parents)
     semantics = state.get("semantics", {})
     objects = [
         TwinObject(
@@ -33,6 +34,7 @@ def _assemble_twin(state: dict[str, Any], spatial_settings: Any) -> DigitalTwin:
             semantic=semantics.get(str(record.id), ""),
             relations=geo.relations,
             spatial=geo.text,
+            parent=record.parent,
         )
         for record, geo in zip(records, geometry, strict=True)
     ]

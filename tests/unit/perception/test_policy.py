@@ -7,6 +7,7 @@ import pytest
 
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.perception.policy import (
+    assemble_hierarchy,
     centroid_prompt_point,
     choose_growth,
     containment_filter,
@@ -204,6 +205,51 @@ def test_choose_growth_validates() -> None:
         choose_growth([a], [[a]], [[0.9, 0.9]], **GROWTH)
     with pytest.raises(ValueError, match="shape"):
         grow([a], [[np.ones((3, 3), dtype=bool)]])
+
+
+# --------------------------------------------------------------------------- hierarchy twins
+
+
+def test_hierarchy_lists_objects_then_parts_with_their_object() -> None:
+    vehicle, house = box(2, 2, 30, 20), box(34, 2, 48, 38)
+    window, wheel = box(5, 4, 10, 8), box(20, 15, 26, 20)
+    door = box(37, 25, 42, 38)
+    out = assemble_hierarchy(
+        [Proposal(vehicle), Proposal(house)],
+        [Proposal(window), Proposal(wheel), Proposal(door)],
+        tau=0.85,
+        tau_prime=0.8,
+    )
+    assert [p.parent for p in out] == [None, None, 0, 0, 1]
+    assert out[2].mask is window and out[4].mask is door
+
+
+def test_hierarchy_parent_is_the_smallest_object_holding_the_part() -> None:
+    scene_wide, vehicle = box(0, 0, 50, 40), box(2, 2, 30, 20)
+    window = box(5, 4, 10, 8)
+    out = assemble_hierarchy(
+        [Proposal(scene_wide), Proposal(vehicle)], [Proposal(window)], tau=0.85, tau_prime=0.8
+    )
+    assert out[-1].parent == 1
+
+
+def test_hierarchy_drops_parts_that_are_objects_and_keeps_orphans() -> None:
+    cup = box(2, 2, 12, 12)
+    same_cup = box(2, 2, 12, 11)  # IoU 0.9 > tau: the part is the object
+    straddling = box(10, 10, 20, 20)  # 4% inside the cup: no object holds it
+    out = assemble_hierarchy(
+        [Proposal(cup)], [Proposal(same_cup), Proposal(straddling)], tau=0.85, tau_prime=0.8
+    )
+    assert len(out) == 2 and out[1].mask is straddling and out[1].parent is None
+
+
+def test_hierarchy_edge_cases_and_validation() -> None:
+    a = Proposal(box(0, 0, 5, 5), parent=3)
+    assert [p.parent for p in assemble_hierarchy([a], [], tau=0.85, tau_prime=0.8)] == [None]
+    assert [p.parent for p in assemble_hierarchy([], [a], tau=0.85, tau_prime=0.8)] == [None]
+    assert a.parent == 3  # inputs are not changed
+    with pytest.raises(ValueError, match="tau_prime"):
+        assemble_hierarchy([a], [a], tau=0.85, tau_prime=1.2)
 
 
 # --------------------------------------------------------------------------- centroid (Eq. 2)

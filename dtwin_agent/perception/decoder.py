@@ -17,7 +17,9 @@ same function (same weights, same outputs up to floating-point rounding) with le
   values ``A_h V_h = (A_h X) W_v,h^T + b_v,h`` (attention rows sum to one), and the image -> token
   output ``sum_h A_h (V_h W_o,h^T) + b_o``. Each ``N x C x C/2`` projection becomes an
   ``N x C x (H T)`` product: ``H T = 56`` against ``C / 2 = 128`` for SAM.
-* **Only the masks asked for**: multi-mask output skips the single-mask token's product.
+* **Only the masks asked for**: multi-mask output skips the single-mask token's product, and
+  :meth:`PointDecoder.decode` upscales only prompts with a mask whose predicted IoU passes the
+  threshold (the IoU head reads the IoU token alone, before any upscaling).
 * **bf16 image side** (``precision = "bf16"``) on CPUs with native bf16 (AMX, AVX512-BF16): the
   tensors over image tokens and upscaled masks are held and multiplied in bf16 (oneDNN accumulates
   in fp32), which halves the memory traffic that bounds this decoder on a CPU; the prompt tokens,
@@ -33,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["PointDecoder", "native_bf16"]
+__all__ = ["PointDecoder", "native_bf16", "resize_logits"]
 
 
 def native_bf16() -> bool:
@@ -123,6 +125,31 @@ class PointDecoder:
         Raises:
             RuntimeError: when no image was set.
         """
+        masks, iou_pred, _ = self.decode(sparse, multimask_output)
+        return masks.reshape(iou_pred.shape[0], iou_pred.shape[1], *masks.shape[-2:]), iou_pred
+
+    def decode(
+        self, sparse: Any, multimask_output: bool = True, min_iou: float | None = None
+    ) -> tuple[Any, Any, Any]:
+        """Like :meth:`__call__`, computing only the masks whose predicted IoU passes ``min_iou``.
+
+        The predicted IoU comes from the IoU token, before any mask is upscaled, so prompts none
+        of whose masks pass are never upscaled: SAM's everything mode drops those masks anyway
+        (``pred_iou_thresh``), as the object-level re-prompts do (the theta filter).
+
+        Args:
+            sparse: ``B x P x C`` sparse prompt embeddings.
+            multimask_output: three masks per prompt, else one.
+            min_iou: keep masks with predicted IoU strictly above this; None keeps all.
+
+        Returns:
+            ``(masks, iou_pred, keep)``: fp32 ``K x 4h x 4w`` logits of the kept masks, in
+            prompt-major order, the ``B x M`` predicted IoUs of all, and the ``B x M`` boolean
+            ``keep`` (``K = keep.sum()``).
+
+        Raises:
+            RuntimeError: when no image was set.
+        """
         torch = self.torch
         if self._image is None:
             raise RuntimeError("PointDecoder: set_image() first")
@@ -142,7 +169,14 @@ class PointDecoder:
                 transformer.final_attn_token_to_image, queries + tokens, keys, with_pe
             )
             queries = transformer.norm_final_attn(queries + attn)
-            return self._heads_out(queries, keys, multimask_output)
+            wanted = range(1, decoder.num_mask_tokens) if multimask_output else range(0, 1)
+            iou_pred = decoder.iou_prediction_head(queries[:, 0, :])[:, wanted.start : wanted.stop]
+            keep = torch.ones_like(iou_pred, dtype=torch.bool) if min_iou is None else iou_pred > min_iou
+            rows = keep.any(dim=1)
+            if not bool(rows.all()):
+                queries, keys = queries[rows], keys[rows]
+            masks = self._masks(queries, keys, wanted)  # R x M x 4h x 4w
+            return masks[keep[rows]], iou_pred, keep
 
     def _first_layer(self, tokens: Any, image: dict[str, Any]) -> tuple[Any, Any]:
         """The first two-way block: self-attention, then both cross attentions on shared image tokens."""
@@ -237,23 +271,21 @@ class PointDecoder:
             residual = residual.expand(weights.shape[0], -1, -1)
         return torch.baddbmm(residual, weights, u)
 
-    def _heads_out(self, queries: Any, keys: Any, multimask_output: bool) -> tuple[Any, Any]:
-        """Upscaling, hypernetwork products and the IoU head, for the masks asked for only."""
+    def _masks(self, queries: Any, keys: Any, wanted: range) -> Any:
+        """Upscaling and hypernetwork products for the mask tokens ``wanted``: B x M x 4h x 4w."""
         torch = self.torch
         decoder = self.decoder
         c, h, w = self._image["shape"]
-        b = queries.shape[0]
-        wanted = range(1, decoder.num_mask_tokens) if multimask_output else range(0, 1)
+        b, m = queries.shape[0], len(wanted)
         hyper = torch.stack(
             [decoder.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in wanted], dim=1
-        )
-        iou_pred = decoder.iou_prediction_head(queries[:, 0, :])
-        iou_pred = iou_pred[:, 1:] if multimask_output else iou_pred[:, :1]
+        )  # B x M x C2
+        if b == 0:
+            return hyper.new_zeros((0, m, 4 * h, 4 * w))
         if self._upscaling is None:  # not SAM's layout: its own modules, in fp32
             upscaled = decoder.output_upscaling(keys.float().transpose(1, 2).reshape(b, c, h, w))
             _, c2, h2, w2 = upscaled.shape
-            masks = torch.bmm(hyper, upscaled.reshape(b, c2, h2 * w2)).reshape(b, -1, h2, w2)
-            return masks, iou_pred
+            return torch.bmm(hyper, upscaled.reshape(b, c2, h2 * w2)).reshape(b, m, h2, w2)
         up1, norm, act1, up2, act2 = self._upscaling
         # each 2 x 2 stride-2 transposed convolution is a per-pixel linear map C -> 4 x C'
         x = self._linear(keys, up1)  # B x N x (2 x 2 x C1)
@@ -262,12 +294,11 @@ class PointDecoder:
             x.reshape(*x.shape[:-1], 4, -1), shape, self._low(weight), self._low(bias), eps
         )
         x = act2(self._linear(act1(x), up2))  # B x N x 4 x (2 x 2 x C2)
-        m = len(wanted)
         masks = torch.bmm(
             x.reshape(b, -1, x.shape[-1] // 4), hyper.transpose(1, 2).to(self.dtype)
         )  # B x 16N x M
         masks = masks.reshape(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6).float()
-        return masks.reshape(b, m, 4 * h, 4 * w), iou_pred
+        return masks.reshape(b, m, 4 * h, 4 * w)
 
     def _norm(self, norm: Any, x: Any) -> Any:
         """``norm`` (an ``nn.LayerNorm``) applied in the working dtype."""
@@ -325,6 +356,55 @@ def _upscaling_as_linear(sequence: Any) -> tuple | None:
 
     norm_args = ((norm.weight.shape[0],), norm.weight.detach(), norm.bias.detach(), float(norm.eps))
     return as_linear(up1), norm_args, act1, as_linear(up2), act2
+
+
+def resize_logits(
+    low_res: Any, model_size: int, input_size: tuple[int, int], image_size: tuple[int, int]
+) -> Any:
+    """Low-resolution mask logits to the image size, as SAM's ``postprocess_masks`` computes them.
+
+    SAM upsamples ``K x h x w`` logits bilinearly to the model's square input (``model_size``),
+    crops the resized image's part (``input_size``) and resamples that bilinearly to
+    ``image_size``: two full-size float images per mask, in memory-bound passes. Both passes are
+    separable linear maps, so the whole is ``R_y @ L @ R_x^T`` with ``R = A_2 A_1`` per axis
+    (``A_1``: low-res -> model input, ``A_2``: crop -> image, each with
+    ``torch.nn.functional.interpolate``'s mapping: half-pixel centres, negative positions clamped
+    to 0): two matrix products per mask. Same values up to float rounding.
+
+    Args:
+        low_res: ``K x h x w`` logits.
+        model_size: the model's input side (``image_encoder.img_size``, 1024 for SAM).
+        input_size: ``(height, width)`` of the resized image inside the model input.
+        image_size: ``(H, W)`` of the image.
+
+    Returns:
+        ``K x H x W`` fp32 logits.
+    """
+    _, h, w = low_res.shape
+    rows = _resize_matrix(image_size[0], input_size[0], model_size, h, low_res.device)  # H x h
+    cols = _resize_matrix(image_size[1], input_size[1], model_size, w, low_res.device)  # W x w
+    return rows @ (low_res.float() @ cols.T)
+
+
+def _resize_matrix(out: int, cropped: int, model_size: int, low: int, device: Any) -> Any:
+    """``out x low``: bilinear low -> model_size, crop to ``cropped``, bilinear -> ``out``."""
+    import torch
+
+    def bilinear(n_out: int, n_in: int) -> Any:
+        dst = torch.arange(n_out, dtype=torch.float64)
+        pos = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+        first = pos.floor().long().clamp(max=n_in - 1)
+        second = (first + 1).clamp(max=n_in - 1)
+        weight = pos - first
+        matrix = torch.zeros((n_out, n_in), dtype=torch.float64)
+        rows = torch.arange(n_out)
+        matrix.index_put_((rows, first), 1.0 - weight, accumulate=True)
+        matrix.index_put_((rows, second), weight, accumulate=True)
+        return matrix
+
+    first_pass = bilinear(model_size, low)[:cropped]  # cropped x low
+    second_pass = bilinear(out, cropped)  # out x cropped
+    return (second_pass @ first_pass).float().to(device)
 
 
 def _heads(x: Any, heads: int) -> Any:

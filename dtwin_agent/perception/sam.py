@@ -41,7 +41,7 @@ from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
 from dtwin_agent.perception import register_proposer
 from dtwin_agent.perception.base import ProgressCallback, Proposal
-from dtwin_agent.perception.decoder import PointDecoder, native_bf16
+from dtwin_agent.perception.decoder import PointDecoder, native_bf16, resize_logits
 from dtwin_agent.perception.policy import (
     assemble_hierarchy,
     centroid_prompt_point,
@@ -107,19 +107,45 @@ def _backend() -> Any:
             if self.point_decoder is not None:
                 self.point_decoder.reset()
 
-        def decode_points(self, coords: Any, multimask_output: bool = True) -> tuple[Any, Any]:
-            """Low-res logits and predicted IoUs for ``B x 2`` point prompts in model coordinates."""
+        def decode_points(
+            self, coords: Any, multimask_output: bool = True, min_iou: float | None = None
+        ) -> tuple[Any, Any, Any]:
+            """Decode ``B x 2`` point prompts (model coordinates) on the image set.
+
+            Returns ``(low_res, iou_pred, keep)``: the ``K x h x w`` low-resolution logits of the
+            masks whose predicted IoU is above ``min_iou`` (all when None), prompt-major, and the
+            ``B x M`` predicted IoUs and ``keep`` flags of all masks.
+            """
             model = self.model
             labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
             sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
             if self.point_decoder is not None:
-                return self.point_decoder(sparse, multimask_output)
-            return model.mask_decoder(
+                return self.point_decoder.decode(sparse, multimask_output, min_iou)
+            low_res, iou_pred = model.mask_decoder(
                 image_embeddings=self.features,
                 image_pe=model.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
+            )
+            keep = torch.ones_like(iou_pred, dtype=torch.bool) if min_iou is None else iou_pred > min_iou
+            return low_res.flatten(0, 1)[keep.flatten()], iou_pred, keep
+
+        def upscale(self, low_res: Any) -> Any:
+            """``K x h x w`` low-resolution logits -> ``K x H x W`` logits at the image size.
+
+            Exact decoder: SAM's ``postprocess_masks`` (bilinear to the model input, crop, bilinear
+            to the image). Fast decoder: one bilinear pass reading the low-resolution logits at the
+            positions the two passes read (:func:`~dtwin_agent.perception.decoder.resize_logits`).
+            """
+            if low_res.shape[0] == 0:
+                return low_res.new_zeros((0, *self.original_size))
+            if self.point_decoder is None:
+                return self.model.postprocess_masks(low_res[:, None], self.input_size, self.original_size)[
+                    :, 0
+                ]
+            return resize_logits(
+                low_res, self.model.image_encoder.img_size, self.input_size, self.original_size
             )
 
     class Generator(SamAutomaticMaskGenerator):
@@ -180,20 +206,14 @@ def _backend() -> Any:
             model = predictor.model
             transformed_points = predictor.transform.apply_coords(points, im_size)
             in_points = torch.as_tensor(transformed_points, device=predictor.device)
-            low_res, iou_preds = predictor.decode_points(in_points, multimask_output=True)
-            per_point = low_res.shape[1]
-            low_res = low_res.flatten(0, 1)
-            iou_preds = iou_preds.flatten(0, 1)
-            point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
-            if self.pred_iou_thresh > 0.0:
-                keep = iou_preds > self.pred_iou_thresh
-                low_res, iou_preds, point_rows = low_res[keep], iou_preds[keep], point_rows[keep.cpu()]
-            if low_res.shape[0]:
-                masks = model.postprocess_masks(
-                    low_res[:, None], predictor.input_size, predictor.original_size
-                )[:, 0]
-            else:
-                masks = low_res.new_zeros((0, *predictor.original_size))
+            min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
+            low_res, iou_preds, keep = predictor.decode_points(
+                in_points, multimask_output=True, min_iou=min_iou
+            )
+            keep = keep.flatten()
+            iou_preds = iou_preds.flatten(0, 1)[keep]
+            point_rows = torch.as_tensor(points.repeat(len(keep) // len(points), axis=0))[keep.cpu()]
+            masks = predictor.upscale(low_res)
             data = MaskData(masks=masks, iou_preds=iou_preds, points=point_rows)
             del masks, low_res
             # From here on, exactly SamAutomaticMaskGenerator._process_batch.
@@ -495,29 +515,36 @@ class SamProposer:
         return out
 
     def _decode_points(self, chunk: np.ndarray) -> list[list[Proposal]]:
+        """The multi-mask masks of each point that pass theta (the others could not be chosen)."""
         torch = self._torch
         predictor = self.predictor
         coords = predictor.transform.apply_coords(chunk, predictor.original_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)
-        low_res, ious = predictor.decode_points(coords_t, multimask_output=True)
-        logits = self.model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        theta = self.settings.perception.pred_iou_thresh
+        low_res, ious, keep = predictor.decode_points(coords_t, multimask_output=True, min_iou=theta)
+        logits = predictor.upscale(low_res)
         threshold = self.model.mask_threshold
         stability = self._stability(logits, threshold, self.generator.stability_score_offset)
         binary = (logits > threshold).cpu().numpy()
-        ious = ious.float().cpu().numpy()
         stability = stability.float().cpu().numpy()
-        return [
-            [
-                Proposal(
-                    mask=binary[i, k],
-                    predicted_iou=float(ious[i, k]),
-                    stability=float(stability[i, k]),
-                    point=(float(chunk[i, 0]), float(chunk[i, 1])),
+        ious, keep = ious.float().cpu().numpy(), keep.cpu().numpy()
+        out: list[list[Proposal]] = []
+        row = 0
+        for i in range(len(chunk)):
+            group = []
+            for k in np.flatnonzero(keep[i]):
+                point = (float(chunk[i, 0]), float(chunk[i, 1]))
+                group.append(
+                    Proposal(
+                        mask=binary[row],
+                        predicted_iou=float(ious[i, k]),
+                        stability=float(stability[row]),
+                        point=point,
+                    )
                 )
-                for k in range(binary.shape[1])
-            ]
-            for i in range(len(chunk))
-        ]
+                row += 1
+            out.append(group)
+        return out
 
 
 class _Progress:

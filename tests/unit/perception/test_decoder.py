@@ -162,3 +162,77 @@ def test_progress_is_reported_per_decoder_batch(tiny_sam, granularity) -> None:
     else:
         assert len(calls) == 4
     assert np.all([c[0] <= c[1] for c in calls])
+
+
+def test_resize_logits_equals_sam_postprocessing(tiny_sam) -> None:
+    import torch.nn.functional as F
+
+    from dtwin_agent.perception.decoder import resize_logits
+
+    generator = torch.Generator().manual_seed(4)
+    coarse = torch.randn(3, 1, 8, 8, generator=generator) * 8
+    low = F.interpolate(coarse, (64, 64), mode="bilinear", align_corners=False)[:, 0]  # smooth logits
+    for model_size, input_size, image_size in [
+        (256, (171, 256), (534, 800)),
+        (256, (256, 192), (300, 225)),
+        (256, (256, 256), (256, 256)),
+    ]:
+        ref = F.interpolate(low[:, None], (model_size, model_size), mode="bilinear", align_corners=False)
+        ref = ref[..., : input_size[0], : input_size[1]]
+        ref = F.interpolate(ref, image_size, mode="bilinear", align_corners=False)[:, 0]
+        ours = resize_logits(low, model_size, input_size, image_size)
+        assert ours.shape == ref.shape
+        assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_decode_with_min_iou_returns_only_the_passing_masks(tiny_sam) -> None:
+    features = features_for(tiny_sam)
+    sparse, _ = prompts(tiny_sam, 7)
+    decoder = PointDecoder(tiny_sam, "fp32")
+    decoder.set_image(features)
+    full, iou_pred = decoder(sparse)
+    threshold = float(iou_pred.flatten().sort().values[10])  # some pass, some do not
+    masks, ious, keep = decoder.decode(sparse, True, min_iou=threshold)
+    assert torch.equal(keep, iou_pred > threshold) and torch.equal(ious, iou_pred)
+    assert 0 < masks.shape[0] < full.shape[0] * full.shape[1]
+    assert torch.allclose(masks, full.flatten(0, 1)[keep.flatten()])
+    none, _, keep = decoder.decode(sparse, True, min_iou=2.0)
+    assert none.shape[0] == 0 and not keep.any()
+
+
+def test_grid_points_are_segment_anythings_grid() -> None:
+    from segment_anything.utils.amg import build_point_grid
+
+    from dtwin_agent.perception.prompts import grid_points
+
+    for side in (1, 4, 32):
+        assert np.allclose(grid_points(side), build_point_grid(side))
+    with pytest.raises(ValueError, match="side"):
+        grid_points(0)
+
+
+def test_seeded_points_are_the_coarse_grid_then_the_seeds() -> None:
+    from dtwin_agent.perception.prompts import grid_points, seeded_points
+
+    seeds = [(10.0, 20.0), None, (10.0, 20.0), (79.0, 59.0)]
+    points = seeded_points(seeds, (60, 80), 2)
+    assert np.allclose(points[:4], grid_points(2))
+    assert np.allclose(points[4:], [[10 / 80, 20 / 60], [79 / 80, 59 / 60]])  # repeats dropped
+    assert seeded_points(seeds, (60, 80), 0).shape == (2, 2)
+    with pytest.raises(ValueError):
+        seeded_points(seeds, (0, 80), 2)
+
+
+def test_object_aware_prompts_run_fewer_decoder_prompts(tiny_sam) -> None:
+    image = synthetic_image()
+    base = {"points_per_side": 8, "box_nms_thresh": 1.0, "device": "cpu", "policy": "sam_only"}
+    totals = {}
+    for mode in ("grid", "objects"):
+        settings = Settings.model_validate({"perception": base | {"prompts": mode, "prompt_coarse_side": 2}})
+        proposer = SamProposer(settings, model=tiny_sam)
+        calls: list[tuple[int, int]] = []
+        assert proposer.propose(image, "object", on_progress=lambda d, t, c=calls: c.append((d, t)))
+        totals[mode] = calls[-1][1]
+        assert len(proposer.generator.point_grids[0]) == 64  # the grid is back after the image
+    assert totals["grid"] == 64
+    assert 4 < totals["objects"] < 64  # a 2 x 2 grid plus one prompt per offline region

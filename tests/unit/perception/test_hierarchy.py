@@ -9,7 +9,7 @@ from helpers.tiny_sam import build_tiny_sam, synthetic_image
 
 from dtwin_agent.config import Settings
 from dtwin_agent.graph.nodes.propose import proposals_to_records
-from dtwin_agent.graph.nodes.spatial import assemble_twin
+from dtwin_agent.graph.nodes.spatial import build_spatial
 from dtwin_agent.masks import encode
 from dtwin_agent.perception.base import Proposal
 from dtwin_agent.perception.offline import OfflineProposer
@@ -90,7 +90,7 @@ def test_twin_text_names_the_parent_and_the_twin_validates_it() -> None:
         "image_sha256": SHA,
         "granularity": "hierarchy",
     }
-    twin = assemble_twin(state, Settings().spatial)
+    twin = build_spatial(state, None)["twin"]  # the graph node, default settings
     assert twin.granularity == "hierarchy"
     assert twin.get(2).parent == 1 and twin.get(1).parent is None
     assert "part of #1" in twin.get(2).spatial and "part of" not in twin.get(1).spatial

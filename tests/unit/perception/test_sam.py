@@ -229,11 +229,11 @@ def test_cuda_oom_halves_the_batch_and_retries(tiny_sam, image, monkeypatch, fai
     original = proposer.predictor.decode_points
     seen: list[int] = []
 
-    def flaky(coords, multimask_output=True):
+    def flaky(coords, *args, **kwargs):
         seen.append(coords.shape[0])
         if len(seen) == fail_at_call + 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(coords, multimask_output)
+        return original(coords, *args, **kwargs)
 
     monkeypatch.setattr(proposer.predictor, "decode_points", flaky)
     got = proposer.propose(image, "object")

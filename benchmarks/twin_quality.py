@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers.synthetic import make_scene  # noqa: E402
+from helpers.synthetic import make_composite_scene, make_scene  # noqa: E402
 
 from dtwin_agent import masks as mask_ops  # noqa: E402
 from dtwin_agent.config import Settings  # noqa: E402
@@ -55,6 +55,9 @@ from dtwin_agent.graph.nodes.propose import proposals_to_records  # noqa: E402
 from dtwin_agent.images import downscale, load_image  # noqa: E402
 
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from perception import _encoder  # noqa: E402  (cl100k_base, as the perception benchmark counts)
 
 # (objects, placement, noise, (width, height), seed): flat scenes with exact visible masks
 SCENES = [
@@ -73,9 +76,8 @@ class Case:
 
     name: str
     image: np.ndarray  # H x W x 3 uint8, working size
-    truth: list[np.ndarray]  # boolean H x W masks
-    level: str = "object"  # the query's level (photos)
-    query: str = ""
+    truth: list[np.ndarray]  # boolean H x W masks (synthetic objects, for recall)
+    targets: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # (query, level, mask)
 
 
 @dataclass
@@ -167,8 +169,17 @@ def photo_cases(selection: str | None, max_side: int, folder: Path = SHARED_IMAG
         gt = mask_ops.resize_mask(gt, small.shape[:2])
         level = "group" if "(group)" in entry.get("target", "") else "object"
         cases.append(
-            Case(Path(entry["image"]).stem, np.ascontiguousarray(small), [gt], level, entry["query"])
+            Case(Path(entry["image"]).stem, np.ascontiguousarray(small), [], [(entry["query"], level, gt)])
         )
+    return cases
+
+
+def composite_cases(count: int) -> list[Case]:
+    """Scenes of toy vehicles (body, window, wheels) with part / object / group queries."""
+    cases = []
+    for seed in range(count):
+        scene = make_composite_scene(3, seed=seed, noise=6.0 if seed % 2 else 0.0)
+        cases.append(Case(f"vehicles {seed}", scene.image, [], list(scene.queries)))
     return cases
 
 
@@ -178,6 +189,7 @@ class Proposers:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.models: dict[str, object] = {}
+        self.everything: dict = {}
 
     def settings(self, name: str, level: str) -> Settings | None:
         overrides: dict[str, object] = {
@@ -219,7 +231,44 @@ class Proposers:
         key = str(settings.perception.sam_checkpoint)
         if key not in self.models:
             self.models[key] = get_proposer(settings).model
-        return SamProposer(settings, model=self.models[key])
+        proposer = SamProposer(settings, model=self.models[key])
+        if self.args.share_everything:
+            share_everything_mode(proposer, self.everything)
+        return proposer
+
+
+CHARGED = [0.0]  # seconds of shared everything-mode runs, charged to the rows that reuse them
+
+
+def share_everything_mode(proposer, store: dict) -> None:
+    """Run everything mode once per image and grid for every level of one SAM proposer.
+
+    ``sam_only``, ``part``, ``object`` (and ``hierarchy``) all start from the same
+    ``SamAutomaticMaskGenerator`` output on the same image embedding; with ``--share-everything``
+    it is computed once, kept with the embedding, and its seconds are charged to every row that
+    reuses it (so the rows still show what one run of that level costs).
+    """
+    generator = proposer.generator
+    compute = generator.generate
+    p = proposer.settings.perception
+    config = (p.points_per_side, str(getattr(p, "prompts", "grid")), str(getattr(p, "decoder", "exact")))
+
+    def generate(image):
+        key = (image.tobytes().__hash__(), image.shape, config)
+        if key not in store:
+            started = time.perf_counter()
+            records = compute(image)
+            store[key] = (records, generator.predictor.kept, time.perf_counter() - started)
+        else:
+            records, kept, seconds = store[key]
+            generator.predictor.kept = kept
+            generator.predictor.restore()
+            if getattr(generator.predictor, "point_decoder", None) is not None:
+                generator.predictor.point_decoder.set_image(generator.predictor.features)
+            CHARGED[0] += seconds
+        return store[key][0]
+
+    generator.generate = generate
 
 
 def _value(text: str) -> object:
@@ -229,16 +278,16 @@ def _value(text: str) -> object:
         return text
 
 
-def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list[np.ndarray], float, int | None]:
-    """The twin's masks, the proposer's seconds and (SAM) the decoder prompts it ran."""
+def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list, float, int | None]:
+    """The twin's records (``ProposedMask``), the proposer's seconds and (SAM) its decoder prompts."""
     granularity = "object" if level == "sam_only" else level
     progress: list[tuple[int, int]] = []
     kwargs = {}
     if "on_progress" in inspect.signature(proposer.propose).parameters:
         kwargs["on_progress"] = lambda done, total: progress.append((done, total))
-    started = time.perf_counter()
+    started, charged = time.perf_counter(), CHARGED[0]
     proposals = proposer.propose(case.image, granularity, **kwargs)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + (CHARGED[0] - charged)
     prompts = progress[-1][1] if progress and getattr(proposer, "name", "").startswith("sam") else None
     records = proposals_to_records(
         proposals,
@@ -246,7 +295,26 @@ def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list[np.n
         min_area_pct=settings.perception.min_area_pct,
         max_objects=settings.perception.max_objects,
     )
-    return [mask_ops.decode(r.mask) for r in records], seconds, prompts
+    return records, seconds, prompts
+
+
+def prompt_tokens(records: list, shape: tuple[int, int], settings: Settings, encoder) -> int:
+    """Tokens (cl100k_base) of the twin's JSON(D) with its T_i and empty S_i (what the twin adds)."""
+    from dtwin_agent.spatial import build_spatial
+    from dtwin_agent.twin import PromptObject, PromptTwin
+
+    if not records:
+        return 0
+    geometry = build_spatial(
+        [r.mask for r in records],
+        [r.id for r in records],
+        shape[1],
+        shape[0],
+        settings,
+        [r.parent for r in records],
+    )
+    text = PromptTwin({g.id: PromptObject(spatial=g.text) for g in geometry}).to_prompt_json()
+    return len(encoder.encode(text)) if encoder is not None else len(text) // 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,13 +330,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenes", type=int, default=len(SCENES), help=f"synthetic scenes (max {len(SCENES)})"
     )
-    parser.add_argument("--quick", action="store_true", help="2 scenes, 2 photos, 16 x 16 points")
+    parser.add_argument(
+        "--composite", type=int, default=2, help="composite scenes (part/object/group queries)"
+    )
+    parser.add_argument(
+        "--choice", action="store_true", help="ask the offline profile's granularity choice for every query"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 scenes, 2 photos, 1 composite, 16 x 16 points"
+    )
     parser.add_argument("--max-side", type=int, default=1024, help="perception.max_image_side")
     parser.add_argument("--sam-checkpoint", default=None, help="checkpoint for vit_h / vit_l / vit_b rows")
     parser.add_argument("--set", action="append", default=[], help="perception.KEY=VALUE override (repeat)")
+    parser.add_argument(
+        "--share-everything",
+        action="store_true",
+        help="SAM: one everything-mode run per image shared by all levels (its seconds charged to each)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.scenes = min(args.scenes, 2)
+        args.composite = min(args.composite, 1)
         args.photos = args.photos or "2"
         args.points_per_side = args.points_per_side or 16
 
@@ -277,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     scenes = synthetic_cases(args.scenes)
     photos = [] if args.no_photos else photo_cases(args.photos, args.max_side, args.shared)
+    composites = composite_cases(args.composite)
     load = os.getloadavg()
     print(
         f"# twin quality  (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; "
@@ -285,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     synthetic_rows: list[Row] = []
     photo_rows: list[Row] = []
+    oracles: dict[tuple[str, str, str, int], float] = {}  # (proposer, level, case, target) -> oracle IoU
+    tokens: dict[tuple[str, str], list[int]] = {}
+    encoder = _encoder() if photos else None
     for name in names:
         for level in levels:
             try:
@@ -298,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             proposer.propose(np.zeros((32, 32, 3), np.uint8), "object" if level == "sam_only" else level)
             row = Row(name, level)
             for case in scenes:
-                masks, seconds, prompts = run(proposer, level, case, settings)
+                records, seconds, prompts = run(proposer, level, case, settings)
+                masks = [mask_ops.decode(r.mask) for r in records]
                 row.prompts += [prompts] if prompts else []
                 best = best_ious(case.truth, masks)
                 row.scores.append(sum(b >= 0.5 for b in best))
@@ -307,25 +394,110 @@ def main(argv: list[str] | None = None) -> int:
                 row.seconds.append(seconds)
             synthetic_rows.append(row)
             row = Row(name, level)
-            for case in photos:
-                masks, seconds, prompts = run(proposer, level, case, settings)
-                row.prompts += [prompts] if prompts else []
-                row.scores.append(oracle_iou(case.truth[0], masks))
-                row.objects.append(len(masks))
-                row.seconds.append(seconds)
-                print(
-                    f"  {name} {level} {case.name}: oracle {row.scores[-1]:.3f}, {len(masks)} objects, "
-                    f"{seconds:.1f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for case, is_photo in [(c, True) for c in photos] + [(c, False) for c in composites]:
+                records, seconds, prompts = run(proposer, level, case, settings)
+                masks = [mask_ops.decode(r.mask) for r in records]
+                for k, (_, _, target) in enumerate(case.targets):
+                    oracles[(name, level, case.name, k)] = oracle_iou(target, masks)
+                if is_photo:
+                    row.prompts += [prompts] if prompts else []
+                    row.scores.append(oracles[(name, level, case.name, 0)])
+                    row.objects.append(len(masks))
+                    row.seconds.append(seconds)
+                    tokens.setdefault((name, level), []).append(
+                        prompt_tokens(records, case.image.shape[:2], settings, encoder)
+                    )
+                    print(
+                        f"  {name} {level} {case.name}: oracle {row.scores[-1]:.3f}, {len(masks)} objects, "
+                        f"{seconds:.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             photo_rows.append(row)
-    print_tables(scenes, photos, synthetic_rows, photo_rows)
+    print_tables(scenes, photos, synthetic_rows, photo_rows, tokens)
+    if composites:
+        print_composite_table(composites, names, levels, oracles)
+    if args.choice:
+        print_choice_table(photos + composites, names, levels, oracles)
     return 0
 
 
+def print_composite_table(cases: list[Case], names: list[str], levels: list[str], oracles: dict) -> None:
+    """Mean oracle IoU of the composite scenes' queries, by the level the query is at."""
+    kinds = ("part", "object", "group")
+    count = {k: sum(t[1] == k for c in cases for t in c.targets) for k in kinds}
+    print(
+        f"\n## Composite scenes ({len(cases)}: toy vehicles with windows and wheels): mean oracle IoU "
+        "by the query's level\n"
+    )
+    print("| proposer | twin level | " + " | ".join(f"{k} queries ({count[k]})" for k in kinds) + " | all |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        for level in levels:
+            values = {k: [] for k in kinds}
+            for case in cases:
+                for i, (_, kind, _) in enumerate(case.targets):
+                    if (name, level, case.name, i) in oracles:
+                        values[kind].append(oracles[(name, level, case.name, i)])
+            if not any(values.values()):
+                continue
+            every = [v for vs in values.values() for v in vs]
+            cells = " | ".join(f"{np.mean(values[k]):.3f}" if values[k] else "-" for k in kinds)
+            print(f"| {name} | {level} | {cells} | {np.mean(every):.3f} |")
+
+
+def print_choice_table(cases: list[Case], names: list[str], levels: list[str], oracles: dict) -> None:
+    """How often the granularity choice (paper Eq. 1) picks a level whose twin lacks the target."""
+    from dtwin_agent.llm.usage import Usage
+    from dtwin_agent.reasoning import get_reasoner
+
+    settings = Settings()  # the offline profile: the local LLM decides from the text (no VLM here)
+    reasoner = get_reasoner(settings)
+    print(
+        f"\n## Granularity choice by {reasoner.name} from the query text: "
+        "does the chosen twin hold the target?\n"
+    )
+    print("(lacks = oracle IoU < 0.5: no union of twin masks covers the answer)\n")
+    chosen: list[tuple[Case, int, str]] = []
+    for case in cases:
+        for i, (query, _, _) in enumerate(case.targets):
+            reply = reasoner.granularity(query, Usage())
+            level = reply.value.granularity if reply.value is not None else "object"
+            chosen.append((case, i, level))
+            print(f"  {case.name}: {query!r} -> {level}", file=sys.stderr, flush=True)
+    for name in names:
+        print(f"\n| {name}: query | truth level | chosen | oracle at chosen | at truth | hierarchy |")
+        print("|---|---|---|---|---|---|")
+        lacks = {"chosen": 0, "truth": 0, "hierarchy": 0}
+        sums = {"chosen": [], "truth": [], "hierarchy": []}
+        for case, i, level in chosen:
+            query, truth_level, _ = case.targets[i]
+            values = {
+                "chosen": oracles.get((name, level, case.name, i)),
+                "truth": oracles.get((name, truth_level, case.name, i)),
+                "hierarchy": oracles.get((name, "hierarchy", case.name, i)),
+            }
+            for key, value in values.items():
+                if value is not None:
+                    sums[key].append(value)
+                    lacks[key] += value < 0.5
+            cells = " | ".join("-" if v is None else f"{v:.3f}" for v in values.values())
+            print(f"| {case.name}: {query} | {truth_level} | {level} | {cells} |")
+        total = len(chosen)
+        summary = "; ".join(
+            f"{key}: lacks the target in {lacks[key]}/{len(sums[key])}, mean oracle {np.mean(sums[key]):.3f}"
+            for key in sums
+            if sums[key]
+        )
+        print(f"\n{name}, {total} queries: {summary}")
+
+
 def print_tables(
-    scenes: list[Case], photos: list[Case], synthetic_rows: list[Row], photo_rows: list[Row]
+    scenes: list[Case],
+    photos: list[Case],
+    synthetic_rows: list[Row],
+    photo_rows: list[Row],
+    tokens: dict[tuple[str, str], list[int]],
 ) -> None:
     if scenes:
         total = sum(len(c.truth) for c in scenes)
@@ -348,23 +520,29 @@ def print_tables(
         return
     print(f"## Shared photos ({len(photos)}): oracle IoU of the best union of twin masks with the answer\n")
     names = [c.name for c in photos]
-    print("| proposer | level | " + " | ".join(names) + " | mean | objects / twin | s / image | prompts |")
-    print("|---|---|" + "---|" * (len(names) + 4))
+    print(
+        "| proposer | level | "
+        + " | ".join(names)
+        + " | mean | objects / twin | JSON(D) T_i tokens | s / image | prompts |"
+    )
+    print("|---|---|" + "---|" * (len(names) + 5))
     for row in photo_rows:
         cells = " | ".join(f"{s:.3f}" for s in row.scores)
+        spent = tokens.get((row.proposer, row.level))
         print(
             f"| {row.proposer} | {row.level} | {cells} | {np.mean(row.scores):.3f} "
-            f"| {np.mean(row.objects):.1f} | {np.mean(row.seconds):.1f} | {row.prompts_cell()} |"
+            f"| {np.mean(row.objects):.1f} | {np.mean(spent):.0f} | {np.mean(row.seconds):.1f} "
+            f"| {row.prompts_cell()} |"
         )
-    print("\nquery level per photo: " + ", ".join(f"{c.name}={c.level}" for c in photos))
+    print("\nquery level per photo: " + ", ".join(f"{c.name}={c.targets[0][1]}" for c in photos))
     by_key = {(r.proposer, r.level): r for r in photo_rows}
     print("\n| proposer | at the query's level: mean oracle IoU | sam_only | hierarchy |")
     print("|---|---|---|---|")
     for proposer in dict.fromkeys(r.proposer for r in photo_rows):
         at_level = [
-            by_key[(proposer, c.level)].scores[i]
+            by_key[(proposer, c.targets[0][1])].scores[i]
             for i, c in enumerate(photos)
-            if (proposer, c.level) in by_key
+            if (proposer, c.targets[0][1]) in by_key
         ]
         mean = f"{np.mean(at_level):.3f} ({len(at_level)} photos)" if at_level else "-"
         others = [by_key.get((proposer, lv)) for lv in ("sam_only", "hierarchy")]

@@ -97,16 +97,17 @@ class PointDecoder:
             t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
             with_pe = keys + key_pe
             low = self.dtype
+
+            def heads_t(x: Any, heads: int) -> Any:  # N x (H d) -> H x d x N
+                return _heads(x, heads).transpose(-1, -2).contiguous().to(low)
+
             self._image = {
                 "shape": (c, h, w),
-                "keys": keys.to(low).contiguous(),
-                "key_pe": key_pe.to(low).contiguous(),
-                "k0": _heads(t2i.k_proj(with_pe), t2i.num_heads).to(low),  # H x N x d
-                "v0": _heads(t2i.v_proj(keys), t2i.num_heads).to(low),
-                "q0": _heads(i2t.q_proj(with_pe), i2t.num_heads)
-                .transpose(-1, -2)
-                .contiguous()
-                .to(low),  # H x d x N
+                "keys": keys.to(low).contiguous(),  # N x C
+                "key_pe_t": key_pe.T.contiguous().to(low),  # C x N
+                "k0": heads_t(t2i.k_proj(with_pe), t2i.num_heads),  # H x d x N
+                "v0": _heads(t2i.v_proj(keys), t2i.num_heads).contiguous().to(low),  # H x N x d
+                "q0": heads_t(i2t.q_proj(with_pe), i2t.num_heads),  # H x d x N
             }
 
     def reset(self) -> None:
@@ -164,12 +165,11 @@ class PointDecoder:
             output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
             tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1)
             queries, keys = self._first_layer(tokens, image)
-            key_pe = image["key_pe"]
+            key_pe_t = image["key_pe_t"]
             for layer in transformer.layers[1:]:
-                queries, keys = self._layer(layer, queries, keys, tokens, key_pe)
-            with_pe = keys + key_pe
+                queries, keys = self._layer(layer, queries, keys, tokens, key_pe_t)
             attn = self._token_to_image(
-                transformer.final_attn_token_to_image, queries + tokens, keys, with_pe
+                transformer.final_attn_token_to_image, queries + tokens, keys, key_pe_t
             )
             queries = transformer.norm_final_attn(queries + attn)
             wanted = range(1, decoder.num_mask_tokens) if multimask_output else range(0, 1)
@@ -182,7 +182,12 @@ class PointDecoder:
             return masks[keep[rows]], iou_pred, keep
 
     def _first_layer(self, tokens: Any, image: dict[str, Any]) -> tuple[Any, Any]:
-        """The first two-way block: self-attention, then both cross attentions on shared image tokens."""
+        """The first two-way block: self-attention, then both cross attentions on shared image tokens.
+
+        The image side is the same for every prompt, so both cross attentions are per-head
+        products of all the batch's tokens (``H x BT x d``) with the precomputed projections
+        (``H x d x N``): no per-prompt copy of anything over the image tokens.
+        """
         torch = self.torch
         low = self.dtype
         layer = self.transformer.layers[0]
@@ -192,45 +197,60 @@ class PointDecoder:
             q = tokens + tokens
             queries = tokens + layer.self_attn(q=q, k=q, v=tokens)
         queries = layer.norm1(queries)
-        # token -> image with the precomputed keys / values: B x H x T x d against H x N x d
+        b, t = tokens.shape[:2]
+        # token -> image: H x BT x d against H x d x N
         t2i = layer.cross_attn_token_to_image
-        q = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)
-        q = (q * (1.0 / math.sqrt(q.shape[-1]))).to(low)
-        weights = torch.softmax(torch.matmul(q, image["k0"].transpose(-1, -2)), dim=-1)
-        out = t2i.out_proj(_merge(torch.matmul(weights, image["v0"]).float()))
-        queries = layer.norm2(queries + out)
+        q = _heads(t2i.q_proj(queries + tokens), t2i.num_heads) * (
+            1.0 / math.sqrt(t2i.internal_dim // t2i.num_heads)
+        )
+        q = q.transpose(0, 1).reshape(t2i.num_heads, b * t, -1).to(low)
+        weights = torch.softmax(torch.bmm(q, image["k0"]), dim=-1)  # H x BT x N
+        mixed = torch.bmm(weights, image["v0"]).float().reshape(t2i.num_heads, b, t, -1).transpose(0, 1)
+        queries = layer.norm2(queries + t2i.out_proj(_merge(mixed)))
         queries = layer.norm3(queries + layer.mlp(queries))
-        # image -> token with the precomputed queries: H x N x d against B x H x T x d
+        # image -> token: H x BT x d against H x d x N, softmax over each prompt's T tokens
         i2t = layer.cross_attn_image_to_token
-        k = _heads(i2t.k_proj(queries + tokens), i2t.num_heads)
-        v = _heads(i2t.v_proj(queries), i2t.num_heads)
-        k = (k * (1.0 / math.sqrt(k.shape[-1]))).to(low)
-        scores = torch.matmul(k, image["q0"])  # B x H x T x N: softmax over T, N contiguous
-        weights = torch.softmax(scores, dim=2).flatten(1, 2)  # B x HT x N
+        heads = i2t.num_heads
+        k = _heads(i2t.k_proj(queries + tokens), heads) * (1.0 / math.sqrt(i2t.internal_dim // heads))
+        v = _heads(i2t.v_proj(queries), heads)
+        k = k.transpose(0, 1).reshape(heads, b * t, -1).to(low)
+        scores = torch.bmm(k, image["q0"]).reshape(heads, b, t, -1)  # H x B x T x N
+        weights = torch.softmax(scores, dim=2).transpose(0, 1).reshape(b, heads * t, -1)  # B x HT x N
         keys = self._norm(layer.norm4, self._image_out(i2t, image["keys"], weights, v))
         return queries, keys
 
-    def _layer(self, layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
+    def _layer(self, layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe_t: Any) -> tuple[Any, Any]:
         """A later two-way block, with per-prompt image tokens ``keys`` (B x N x C)."""
         q = queries + query_pe
         queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-        with_pe = keys + key_pe
-        attn = self._token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, with_pe)
+        attn = self._token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe_t)
         queries = layer.norm2(queries + attn)
         queries = layer.norm3(queries + layer.mlp(queries))
-        weights, v = self._image_to_token(layer.cross_attn_image_to_token, with_pe, queries, query_pe)
+        weights, v = self._image_to_token(layer.cross_attn_image_to_token, keys, key_pe_t, queries, query_pe)
         keys = self._norm(layer.norm4, self._image_out(layer.cross_attn_image_to_token, keys, weights, v))
         return queries, keys
 
-    def _token_to_image(self, attn: Any, q_in: Any, keys: Any, with_pe: Any) -> Any:
-        """``attn(q=q_in, k=with_pe, v=keys)`` with per-prompt image tokens, in low-rank form."""
+    def _with_pe(self, wide: Any, keys: Any, key_pe_t: Any, start: Any = None) -> Any:
+        """``start + wide @ (keys + key_pe)^T`` (B x HT x N) without forming ``keys + key_pe``.
+
+        The positional part ``wide @ key_pe^T`` shares its right side across the batch: one
+        product of all ``B HT`` rows.
+        """
+        b, rows, channels = wide.shape
+        pe_part = (wide.reshape(b * rows, channels) @ key_pe_t).reshape(b, rows, -1)
+        if start is not None:
+            pe_part = pe_part + start
+        return self.torch.baddbmm(pe_part, wide, keys.transpose(1, 2))
+
+    def _token_to_image(self, attn: Any, q_in: Any, keys: Any, key_pe_t: Any) -> Any:
+        """``attn(q=q_in, k=keys + key_pe, v=keys)`` with per-prompt image tokens, in low-rank form."""
         torch = self.torch
         heads, (out_dim, channels) = attn.num_heads, attn.k_proj.weight.shape
         d = out_dim // heads
         q = _heads(attn.q_proj(q_in), heads) * (1.0 / math.sqrt(d))  # B x H x T x d
         wk = attn.k_proj.weight.reshape(heads, d, channels)  # H x d x C
         q_wide = torch.matmul(q, wk).flatten(1, 2).to(self.dtype)  # B x HT x C
-        weights = torch.softmax(torch.bmm(q_wide, with_pe.transpose(1, 2)), dim=-1)  # B x HT x N
+        weights = torch.softmax(self._with_pe(q_wide, keys, key_pe_t), dim=-1)  # B x HT x N
         mixed = torch.bmm(weights, keys).float()  # B x HT x C
         b, t = q.shape[0], q.shape[2]
         wv = attn.v_proj.weight.reshape(heads, d, channels)
@@ -238,12 +258,14 @@ class PointDecoder:
         values = values + attn.v_proj.bias.reshape(heads, 1, d)
         return attn.out_proj(_merge(values))
 
-    def _image_to_token(self, attn: Any, with_pe: Any, queries: Any, query_pe: Any) -> tuple[Any, Any]:
+    def _image_to_token(
+        self, attn: Any, keys: Any, key_pe_t: Any, queries: Any, query_pe: Any
+    ) -> tuple[Any, Any]:
         """Attention weights (B x HT x N) and values (B x H x T x d), in low-rank form.
 
-        Of ``attn(q=with_pe, k=queries + query_pe, v=queries)``. The weights are laid out with
-        the image tokens innermost, so that the softmax over each head's ``T`` tokens runs along
-        long contiguous rows (a softmax over rows of 7 is many times slower on a CPU).
+        Of ``attn(q=keys + key_pe, k=queries + query_pe, v=queries)``. The weights are laid out
+        with the image tokens innermost, so that the softmax over each head's ``T`` tokens runs
+        along long contiguous rows (a softmax over rows of 7 is many times slower on a CPU).
         """
         torch = self.torch
         heads, (out_dim, channels) = attn.num_heads, attn.q_proj.weight.shape
@@ -256,7 +278,7 @@ class PointDecoder:
             torch.matmul(k, attn.q_proj.bias.reshape(heads, d, 1)).flatten(1, 2).to(self.dtype)
         )  # B x HT x 1
         b, t = k.shape[0], k.shape[2]
-        scores = torch.baddbmm(bias, k_wide, with_pe.transpose(1, 2))  # B x HT x N
+        scores = self._with_pe(k_wide, keys, key_pe_t, bias)  # B x HT x N
         weights = torch.softmax(scores.reshape(b, heads, t, -1), dim=2)
         return weights.flatten(1, 2), v
 

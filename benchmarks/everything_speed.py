@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/everything_speed.py [--sides 16,32] [--photos dog.jpg] [--max-side 1024]
-        [--modes fast,fast-fp32,exact] [--repeat 1] [--batches 8,16,32,64]
+        [--modes fast,fast-fp32,exact] [--repeat 1] [--batches 8,16,32,64] [--threads N]
 
 With the real MobileSAM weights (``mobile_sam.pt`` from the model store, loaded by the project's
 loader; skipped with a note when absent), on each photo (default: ``../shared/images/dog.jpg``)
@@ -81,12 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per method (the fastest is kept)")
     parser.add_argument("--batches", default="", help="also time the fast mode at these prompts per batch")
     parser.add_argument("--no-reference", action="store_true", help="skip SamAutomaticMaskGenerator")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     loaded = load(args)
     if loaded is None:
         return 0
     _, model = loaded
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from segment_anything import SamAutomaticMaskGenerator  # imported by load() through the project
 
     from dtwin_agent.perception.decoder import native_bf16

@@ -3,21 +3,30 @@
 Pipeline for one image (``H x W x 3`` uint8):
 
 1. **Everything mode**: a ``points_per_side x points_per_side`` grid of point prompts (32 x 32 =
-   1024 by default, as in the paper). The image encoder runs **once** (``SamPredictor.set_image``);
-   the prompts go through the light mask decoder in batches of ``points_per_batch``. A
+   1024 by default, as in the paper), or with ``prompts = "objects"`` one prompt per colour region
+   of the offline proposer plus a coarse grid (:mod:`dtwin_agent.perception.prompts`). The image
+   encoder runs **once** (``SamPredictor.set_image``); the prompts go through the mask decoder in
+   batches of ``points_per_batch`` (``auto``: 16 on a CPU, 1024 on CUDA). A
    ``torch.cuda.OutOfMemoryError`` halves the batch and retries it (the smaller size is kept for
    later batches and images of this proposer). Masks with predicted IoU ``<= pred_iou_thresh``
    (theta), stability ``< stability_score_thresh``, and box-NMS duplicates (``box_nms_thresh``) are
    dropped. This stage *is* ``SamAutomaticMaskGenerator`` (a subclass that only changes how each
-   batch is computed, see ``Generator`` in :func:`_backend`), so ``policy = "sam_only"`` returns
-   exactly its masks, predicted IoUs and stability scores for the same model and parameters.
+   batch is computed, see ``Generator`` in :func:`_backend`). With ``decoder = "exact"`` each batch
+   runs segment-anything's own decoder and post-processing, so ``policy = "sam_only"`` returns
+   exactly its masks, predicted IoUs and stability scores; ``decoder = "fast"`` runs
+   :class:`~dtwin_agent.perception.decoder.PointDecoder` (same function, less work: the same
+   masks up to rounding, see ``benchmarks/everything_speed.py``).
 2. **Granularity policy** (``policy = "granularity"``, :mod:`dtwin_agent.perception.policy`):
 
    - ``part``: :func:`~dtwin_agent.perception.policy.part_dedup` with ``tau = part_iou_thresh``;
    - ``object`` / ``group``: the centroid of each kept mask (Eq. 2, snapped into the mask) prompts
-     SAM again in multi-mask mode, **reusing the same image embedding**; the largest of the three
-     masks is kept, then :func:`~dtwin_agent.perception.policy.containment_filter` with
-     ``tau' = containment_thresh`` (Eq. 3).
+     SAM again in multi-mask mode, **reusing the same image embedding**; a re-prompted mask
+     replaces the original only when it is a plausible growth of it
+     (:func:`~dtwin_agent.perception.policy.choose_growth`), then
+     :func:`~dtwin_agent.perception.policy.containment_filter` with ``tau' = containment_thresh``
+     (Eq. 3);
+   - ``hierarchy``: both of the above from the one everything-mode pass, each part naming its
+     object (:func:`~dtwin_agent.perception.policy.assemble_hierarchy`).
 
 The backend (torch, segment-anything) is imported only when a :class:`SamProposer` is built;
 :func:`~dtwin_agent._compat.torchvision_for_import` wraps the import, so

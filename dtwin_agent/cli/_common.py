@@ -37,6 +37,10 @@ RayCpusOpt = Annotated[
     int | None,
     typer.Option("--ray-cpus", help="ray: CPUs of the local Ray instance it starts (default: all)"),
 ]
+VlmConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option("--vlm-concurrency", help="global limit on concurrent VLM labelling calls (all workers)"),
+]
 
 
 def fail(message: str, code: int) -> None:

@@ -17,6 +17,7 @@ from dtwin_agent.cli._common import (
     AddressOpt,
     EngineOpt,
     RayCpusOpt,
+    VlmConcurrencyOpt,
     fail,
     handle_errors,
 )
@@ -49,10 +50,7 @@ def eval_command(
             "--twins", help="twin shards from `dtwin twins build`: reuse them, run the reasoning only"
         ),
     ] = None,
-    vlm_concurrency: Annotated[
-        int | None,
-        typer.Option("--vlm-concurrency", help="global limit on concurrent VLM labelling calls, all workers"),
-    ] = None,
+    vlm_concurrency: VlmConcurrencyOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most N samples per split")] = None,
     empty_rule: Annotated[
         str, typer.Option("--empty-rule", help="lisa: empty prediction on empty truth scores 1; strict: 0")

@@ -16,6 +16,7 @@ from dtwin_agent.cli._common import (
     AddressOpt,
     EngineOpt,
     RayCpusOpt,
+    VlmConcurrencyOpt,
     fail,
     handle_errors,
 )
@@ -49,12 +50,7 @@ def build(
     ] = None,
     address: AddressOpt = None,
     ray_cpus: RayCpusOpt = None,
-    vlm_concurrency: Annotated[
-        int | None,
-        typer.Option(
-            "--vlm-concurrency", help="global limit on concurrent VLM labelling calls (all workers)"
-        ),
-    ] = None,
+    vlm_concurrency: VlmConcurrencyOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most N images")] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="build failed images again")] = False,
     split_by: Annotated[

@@ -181,16 +181,30 @@ def _context(settings: Settings, proposer: Any, cache: Any) -> Context:
 
 
 def _run_graph(
-    inputs: dict[str, Any], context: Context, *, reasoning: bool, on_progress: ProgressCallback | None = None
+    image: ImageLike,
+    query: str | None,
+    settings: Settings | Mapping[str, Any] | None,
+    proposer: Any,
+    cache: Any,
+    on_progress: ProgressCallback | None,
+    *,
+    reasoning: bool,
 ) -> dict[str, Any]:
-    """Run the graph, passing its progress events to ``on_progress``; returns the final state."""
-    return stream_graph(
-        build_graph(reasoning=reasoning).compile(),
-        inputs,
-        on_progress=on_progress,
-        context=context,
-        config={"recursion_limit": recursion_limit(context.settings)},
-    )
+    """Check the query, run the graph (with reasoning: the query is required), return the final state.
+
+    Progress events go to ``on_progress``.
+    """
+    resolved = _settings(settings)
+    query = check_query(query, resolved, required=reasoning)
+    context = _context(resolved, proposer, cache)
+    with image_path(image) as path:
+        return stream_graph(
+            build_graph(reasoning=reasoning).compile(),
+            {"image": path, "query": query},
+            on_progress=on_progress,
+            context=context,
+            config={"recursion_limit": recursion_limit(context.settings)},
+        )
 
 
 def build_twin(
@@ -214,11 +228,7 @@ def build_twin(
         InputError: for an unreadable image or an over-long query.
         ProviderError: when a model provider keeps failing after the retries.
     """
-    resolved = _settings(settings)
-    query = check_query(query, resolved, required=False)
-    context = _context(resolved, proposer, cache)
-    with image_path(image) as path:
-        state = _run_graph({"image": path, "query": query}, context, reasoning=False, on_progress=on_progress)
+    state = _run_graph(image, query, settings, proposer, cache, on_progress, reasoning=False)
     return state["twin"]
 
 
@@ -239,9 +249,5 @@ def segment(
         InputError: for an unreadable image or an empty or over-long query.
         ProviderError: when a model provider keeps failing after the retries.
     """
-    resolved = _settings(settings)
-    query = check_query(query, resolved, required=True)
-    context = _context(resolved, proposer, cache)
-    with image_path(image) as path:
-        state = _run_graph({"image": path, "query": query}, context, reasoning=True, on_progress=on_progress)
+    state = _run_graph(image, query, settings, proposer, cache, on_progress, reasoning=True)
     return SegmentationResult.from_state(state)

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,8 @@ RayCpusOpt = Annotated[
     int | None,
     typer.Option("--ray-cpus", help="ray: CPUs of the local Ray instance it starts (default: all)"),
 ]
+SplitByOpt = Annotated[str | None, typer.Option("--split-by", help="RefCOCO family: unc | umd | google")]
+ImageDirOpt = Annotated[Path | None, typer.Option("--image-dir", help="RefCOCO family: COCO train2014")]
 VlmConcurrencyOpt = Annotated[
     int | None,
     typer.Option("--vlm-concurrency", help="global limit on concurrent VLM labelling calls (all workers)"),

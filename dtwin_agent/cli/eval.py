@@ -16,7 +16,9 @@ import typer
 from dtwin_agent.cli._common import (
     AddressOpt,
     EngineOpt,
+    ImageDirOpt,
     RayCpusOpt,
+    SplitByOpt,
     VlmConcurrencyOpt,
     fail,
     handle_errors,
@@ -61,12 +63,8 @@ def eval_command(
     method: Annotated[
         str, typer.Option("--method", help="row label of the table")
     ] = "DTwinSeger (dtwin-agent)",
-    split_by: Annotated[
-        str | None, typer.Option("--split-by", help="RefCOCO family: unc | umd | google")
-    ] = None,
-    image_dir: Annotated[
-        Path | None, typer.Option("--image-dir", help="RefCOCO family: COCO train2014")
-    ] = None,
+    split_by: SplitByOpt = None,
+    image_dir: ImageDirOpt = None,
     all_queries: Annotated[
         bool, typer.Option("--all-queries", help="ReasonSeg: every text entry, not only the first")
     ] = False,

@@ -15,7 +15,9 @@ import typer
 from dtwin_agent.cli._common import (
     AddressOpt,
     EngineOpt,
+    ImageDirOpt,
     RayCpusOpt,
+    SplitByOpt,
     VlmConcurrencyOpt,
     fail,
     handle_errors,
@@ -53,12 +55,8 @@ def build(
     vlm_concurrency: VlmConcurrencyOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most N images")] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="build failed images again")] = False,
-    split_by: Annotated[
-        str | None, typer.Option("--split-by", help="RefCOCO family: unc | umd | google")
-    ] = None,
-    image_dir: Annotated[
-        Path | None, typer.Option("--image-dir", help="RefCOCO family: COCO train2014")
-    ] = None,
+    split_by: SplitByOpt = None,
+    image_dir: ImageDirOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
     *,
     settings: Settings,

@@ -96,10 +96,31 @@ def test_model_instance_accepted_in_code():
     assert s.models.llm is fake
 
 
-def test_readme_toml_example_loads(tmp_path):
+def _readme_toml() -> str:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     start = readme.index("```toml\n") + len("```toml\n")
-    example = readme[start : readme.index("```", start)]
+    return readme[start : readme.index("```", start)]
+
+
+def test_readme_toml_says_the_defaults_except_the_models_and_sam():
+    """README: "these are the defaults except the models and SAM" (timeouts, retries, stall, ...)."""
+    import tomllib
+
+    example = tomllib.loads(_readme_toml())
+    defaults = Settings().model_dump()
+    chosen = {("models", "vlm"), ("models", "llm"), ("perception", "proposer")}
+    compared = 0
+    for section, values in example.items():
+        for key, value in values.items():
+            if (section, key) in chosen or key.startswith("sam_"):
+                continue
+            assert defaults[section][key] == value, f"[{section}] {key}"
+            compared += 1
+    assert compared >= 20 and example["models"]["timeout_s"] == defaults["models"]["timeout_s"]
+
+
+def test_readme_toml_example_loads(tmp_path):
+    example = _readme_toml()
     cfg = tmp_path / "dtwin.toml"
     cfg.write_text(example)
     s = resolve_settings(config_file=cfg, environ={})

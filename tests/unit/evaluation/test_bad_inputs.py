@@ -340,3 +340,12 @@ def test_damaged_refs_pickle_exits_2_naming_the_file(tmp_path):
     (root / "refcoco" / "refs(unc).p").write_bytes(b"\x80\x04not a pickle")
     with pytest.raises(InputError, match=r"refs\(unc\)\.p: not a readable refs pickle"):
         load_dataset("refcoco", root, "val")
+
+
+def test_twins_build_broken_vlm_exits_2_before_the_first_image(bench, tmp_path):
+    out = tmp_path / "twins"
+    args = ["twins", "build", "reasonseg", "--root", str(bench["reasonseg"]), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--vlm", "nonsense"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "models.vlm = 'nonsense' names no provider" in result.stderr
+    assert not any(out.rglob("*.jsonl"))  # no shard, no record of a failed image

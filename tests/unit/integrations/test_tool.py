@@ -367,3 +367,17 @@ def test_a_failed_run_is_a_tool_error_with_a_hint(scene: Path, tmp_path: Path) -
     message = call(tool, image_path="scene.png", query="the red one")
     assert message.status == "error"
     assert "prose instead of JSON" in message.content and "stronger reasoning model" in message.content
+
+
+def test_a_tool_without_roots_reads_no_image(scene: Path) -> None:
+    """No ``allowed_roots`` and no ``access.image_roots``: every path is refused, existing or not."""
+    tool = DTwinSegmentTool(segmenter=fake_segmenter, settings=resolve_settings(environ={}))
+    assert tool.settings.access.image_roots == []
+    answers = [call(tool, image_path=path, query="the red one") for path in (str(scene), "/no/such.png")]
+    assert all(m.status == "error" and "no image folders are allowed here" in m.content for m in answers)
+    assert answers[0].content == answers[1].content.replace("/no/such.png", str(scene))
+    with_setting = DTwinSegmentTool(
+        segmenter=fake_segmenter,
+        settings=resolve_settings(overrides={"access.image_roots": [str(scene.parent)]}, environ={}),
+    )
+    assert call(with_setting, image_path=str(scene), query="the red one").status == "success"

@@ -184,6 +184,7 @@ def test_16_bit_grey_is_scaled_by_the_range_it_uses(tmp_path, kind):
 )
 def test_16_bit_colour_files_keep_their_depth(tmp_path, fmt, alpha):
     import cv2
+
     red, green, blue = stripes(), stripes()[:, ::-1], np.full((8, 16), 2000, np.uint16)
     channels = [blue, green, red] + ([np.full((8, 16), 65535, np.uint16)] if alpha else [])
     path = tmp_path / f"colour16.{fmt}"

@@ -12,9 +12,9 @@ order, segment-anything's ``SamAutomaticMaskGenerator`` (its defaults: 64 prompt
 same model, grid, thresholds) and this project's ``SamProposer`` with ``policy = "sam_only"`` in
 each mode:
 
-* ``fast``: the default (``decoder = "fast"``, ``precision = "auto"``: bf16 products on CPUs
-  with native bf16);
-* ``fast-fp32``: the fast decoder in fp32;
+* ``fast``: the fast decoder with ``precision = "auto"`` (bf16 products on CPUs with native
+  bf16);
+* ``fast-fp32``: the default (``decoder = "fast"``, ``precision = "fp32"``);
 * ``exact``: segment-anything's own decoder (bit-identical masks).
 
 It prints seconds per image (image encoder included), the speed-up (reference seconds / ours) and

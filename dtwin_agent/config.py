@@ -121,11 +121,14 @@ class PerceptionSettings(_Section):
         description="prompts per decoder call; auto: 16 on a CPU (cache-sized), 1024 on CUDA (halved on OOM)",
     )
     decoder: Literal["fast", "exact"] = Field(
-        default="exact",
-        description="fast: per-image work once, low-rank attention; exact: segment-anything's own decoder",
+        default="fast",
+        description="fast: per-image work once, low-rank attention (same masks, IoU >= 0.98); "
+        "exact: segment-anything's own decoder (bit-identical)",
     )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="fast decoder products: auto = bf16 on CPUs with AMX / AVX512-BF16"
+    precision: Literal["fp32", "auto", "bf16"] = Field(
+        default="fp32",
+        description="fast decoder products: fp32 (same masks); bf16 / auto (bf16 on CPUs with AMX or "
+        "AVX512-BF16) is faster but drops some masks near the thresholds",
     )
     pred_iou_thresh: float = Field(
         default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta"

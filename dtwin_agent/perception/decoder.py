@@ -23,7 +23,8 @@ same function (same weights, same outputs up to floating-point rounding) with le
 * **bf16 image side** (``precision = "bf16"``) on CPUs with native bf16 (AMX, AVX512-BF16): the
   tensors over image tokens and upscaled masks are held and multiplied in bf16 (oneDNN accumulates
   in fp32), which halves the memory traffic that bounds this decoder on a CPU; the prompt tokens,
-  the hypernetwork MLPs and the IoU head stay in fp32.
+  the hypernetwork MLPs and the IoU head stay in fp32. Not the default: near SAM's thresholds
+  (predicted IoU, stability) bf16 rounding drops a few masks that segment-anything keeps.
 
 Masks from this decoder are not bit-identical to segment-anything's (sums run in another order);
 ``perception.decoder = "exact"`` keeps segment-anything's own forward pass.

@@ -13,7 +13,7 @@ Pipeline for one image (``H x W x 3`` uint8):
    dropped. This stage *is* ``SamAutomaticMaskGenerator`` (a subclass that only changes how each
    batch is computed, see ``Generator`` in :func:`_backend`). With ``decoder = "exact"`` each batch
    runs segment-anything's own decoder and post-processing, so ``policy = "sam_only"`` returns
-   exactly its masks, predicted IoUs and stability scores; ``decoder = "fast"`` runs
+   exactly its masks, predicted IoUs and stability scores; ``decoder = "fast"`` (default) runs
    :class:`~dtwin_agent.perception.decoder.PointDecoder` (same function, less work: the same
    masks up to rounding, see ``benchmarks/everything_speed.py``).
 2. **Granularity policy** (``policy = "granularity"``, :mod:`dtwin_agent.perception.policy`):
@@ -340,9 +340,11 @@ class SamProposer:
 
     ``perception.decoder`` picks how prompts are decoded: ``"fast"`` runs
     :class:`~dtwin_agent.perception.decoder.PointDecoder` (per-image work done once, low-rank
-    attention, bf16 products where the CPU has them, see ``perception.precision``); ``"exact"``
-    (default) runs segment-anything's own ``MaskDecoder``, so that ``policy = "sam_only"`` returns
-    exactly ``SamAutomaticMaskGenerator``'s masks and scores.
+    attention; fp32 by default, bf16 products with ``perception.precision``), the default: with
+    fp32 every ``SamAutomaticMaskGenerator`` mask has one of ours at IoU >= 0.98
+    (``benchmarks/everything_speed.py``); ``"exact"`` runs segment-anything's own ``MaskDecoder``,
+    so that ``policy = "sam_only"`` returns exactly ``SamAutomaticMaskGenerator``'s masks and
+    scores.
 
     Args:
         settings: the run settings (``settings.perception`` is read); defaults to ``Settings()``.

@@ -122,6 +122,16 @@ def test_fast_and_exact_proposers_give_the_same_masks(tiny_sam) -> None:
         assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
 
 
+def test_default_is_the_fast_decoder_in_fp32(tiny_sam, monkeypatch) -> None:
+    # chosen by benchmarks/everything_speed.py: fp32 matches every reference mask, bf16 does not
+    monkeypatch.setattr(sam_module, "native_bf16", lambda: True)
+    proposer = SamProposer(Settings.model_validate({"perception": {"device": "cpu"}}), model=tiny_sam)
+    assert isinstance(proposer.predictor.point_decoder, PointDecoder)
+    assert proposer.precision == "fp32"
+    exact = SamProposer(Settings.model_validate({"perception": {"decoder": "exact"}}), model=tiny_sam)
+    assert exact.predictor.point_decoder is None
+
+
 def test_precision_and_batch_size_resolution(monkeypatch) -> None:
     monkeypatch.setattr(sam_module, "native_bf16", lambda: True)
     assert resolve_precision("auto", on_cuda=False) == "bf16"

@@ -56,6 +56,7 @@ from dtwin_agent.integrations.session_store import (
     turn_dir,
     turn_folders,
     turn_lock,
+    turn_running,
 )
 from dtwin_agent.llm.usage import merge_usage
 from dtwin_agent.progress import ProgressCallback, stream_graph
@@ -403,8 +404,12 @@ class ChatSession:
 
     @property
     def interrupted(self) -> bool:
-        """True when the last turn started but never finished (the process was killed)."""
-        return bool(self.graph.get_state(self.config).next)
+        """True when the last turn started but never finished (its process was killed).
+
+        A turn still running elsewhere (another tab, thread or process holds the session's lock) is
+        not interrupted: it is in progress.
+        """
+        return bool(self.graph.get_state(self.config).next) and not turn_running(self._lock)
 
     @property
     def turns(self) -> list[dict[str, Any]]:

@@ -106,6 +106,16 @@ def session_lock(settings: Settings, session_id: str) -> FileLock:
     return FileLock(folder / LOCK_NAME)
 
 
+def turn_running(lock: FileLock) -> bool:
+    """True while another holder (a thread with its own lock object, or another process) runs a turn."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 @contextmanager
 def turn_lock(lock: FileLock, session_id: str, timeout_s: float) -> Iterator[None]:
     """Hold ``lock`` for one turn, waiting at most ``timeout_s`` seconds for another turn to finish.

@@ -448,3 +448,31 @@ def test_an_unexpected_error_in_a_turn_is_reported_and_the_loop_goes_on() -> Non
     chat_loop(Flaky(), ["first", "second"], said.append)
     assert said[0] == "error: MemoryError: cannot allocate (the session is kept: ask again, or /quit)"
     assert said[2] == "dtwin> chose #1 fine"
+
+
+def test_a_turn_running_elsewhere_is_not_called_interrupted(scene: Path, tmp_path: Path) -> None:
+    """Another tab's turn in progress leaves a pending checkpoint; only a dead turn is interrupted."""
+    import threading
+
+    started, go_on = threading.Event(), threading.Event()
+
+    class SlowProposer(ColourProposer):
+        def propose(self, image: np.ndarray, granularity: str) -> list:
+            started.set()
+            assert go_on.wait(60)
+            return super().propose(image, granularity)
+
+    config = settings(tmp_path)
+    with ChatSession(scene, session_id="tabs", settings=config, proposer=SlowProposer()) as busy:
+        worker = threading.Thread(target=busy.ask, args=("the red shape",))
+        worker.start()
+        try:
+            assert started.wait(60)
+            with ChatSession(scene, session_id="tabs", settings=config, proposer=ColourProposer()) as other:
+                assert other.graph.get_state(other.config).next  # the running turn's checkpoint is pending
+                assert not other.interrupted
+        finally:
+            go_on.set()
+            worker.join(60)
+    with ChatSession(scene, session_id="tabs", settings=config, proposer=ColourProposer()) as after:
+        assert len(after.turns) == 1 and not after.interrupted

@@ -286,7 +286,8 @@ class Page:
             return {self.c["status"]: "error: pick a session from the list first"}
         try:
             chat = self.pool.get(chosen)
-            return self.values(chat, f"reopened session {chat.session_id} ({len(chat.turns)} turn(s))")
+            status = f"reopened session {chat.session_id} ({len(chat.turns)} turn(s))"
+            return {self.c["progress"]: "", **self.values(chat, status)}  # no other session's progress
         except Exception as exc:  # noqa: BLE001
             return self._failed(exc, session_id)
 

@@ -63,6 +63,10 @@ def test_upload_then_ask_then_undo(page: Page, tmp_path: Path) -> None:
     assert value(undone, page, "status") == "undid turn 2 ('a purple giraffe')"
     assert len(value(undone, page, "chat")) == 2
 
+    reopened = page.on_reopen(session_id, session_id)
+    assert value(reopened, page, "status") == f"reopened session {session_id} (1 turn(s))"
+    assert value(reopened, page, "progress") == ""  # no earlier run's lines beside a reopened session
+
     earlier = page.on_turn(1, session_id)
     assert "blue" in value(earlier, page, "answer")
     clicked = page.on_click(session_id, gr.SelectData(None, {"index": [100, 60], "value": None}))

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from dtwin_agent.errors import (
@@ -32,11 +31,6 @@ from dtwin_agent.errors import (
     SessionStoreError,
     UnknownModelError,
 )
-
-try:
-    __version__ = version("dtwin-agent")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
 
 _LAZY = {
     "build_twin": "dtwin_agent.api",
@@ -74,7 +68,16 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    """Load a heavy public name on first use (PEP 562)."""
+    """Load a heavy public name on first use (PEP 562); ``__version__`` from the installed metadata."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("dtwin-agent")
+        except PackageNotFoundError:  # a source tree that was never installed
+            value = "0+unknown"
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dtwin_agent' has no attribute {name!r}")
@@ -84,7 +87,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
 
 
 __all__ = [

@@ -12,6 +12,7 @@ provider packages themselves.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,6 +159,14 @@ class PerceptionSettings(_Section):
         default="auto",
         description="auto: the VLM chooses (paper Eq. 1); hierarchy: objects and their parts in one twin",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        """Checked with the settings (exit 2 before any work), not when SAM is first built."""
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device: auto | cpu | cuda | cuda:N")
+        return value
 
 
 class SpatialSettings(_Section):

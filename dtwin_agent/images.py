@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dtwin_agent.errors import ImageError
+from dtwin_agent.errors import ImageError, InputError
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
@@ -111,8 +111,10 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
 
 
 def _check_path_text(image: str | os.PathLike) -> None:
-    """A path with a NUL byte names no file (the OS refuses it with ValueError): an ImageError instead."""
+    """An empty path, or one with a NUL byte (the OS refuses it with ValueError): an ImageError instead."""
     text = os.fspath(image)
+    if not text.strip():  # Path("") is the current folder: say what is wrong, not "a directory: ."
+        raise ImageError("the image path is empty; pass the path of an image file")
     if ("\x00" if isinstance(text, str) else b"\x00") in text:
         raise ImageError(f"image path {text!r} holds a NUL byte; pass the path of an image file")
 
@@ -267,6 +269,22 @@ NO_ROOTS = (
     "set access.image_roots (DTWIN_ACCESS__IMAGE_ROOTS) for a LangGraph server, or pass allowed_roots "
     "to DTwinSegmentTool"
 )
+
+
+def check_roots(roots: Sequence[str | os.PathLike]) -> list[Path]:
+    """The allowed image folders, each checked to be an existing folder (``~`` expanded).
+
+    A typo'd root would otherwise refuse every image with a message about the image, not the folder.
+
+    Raises:
+        InputError: a root that is missing or not a folder.
+    """
+    folders = [Path(root).expanduser() for root in roots]
+    for folder in folders:
+        if not folder.is_dir():
+            what = "does not exist" if not folder.exists() else "is not a folder"
+            raise InputError(f"allowed image folder {folder} {what} (--root / access.image_roots)")
+    return folders
 
 
 def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], max_bytes: int) -> Path:

@@ -37,7 +37,7 @@ def eval_command(
     root: Annotated[Path, typer.Option("--root", help="the dataset folder (docs/evaluation.md)")],
     split: Annotated[str, typer.Option("--split", help="a split, comma-separated splits, or 'all'")] = "val",
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="results folder (default eval_out/DATASET); reused to resume")
+        str | None, typer.Option("--out", help="results folder (default eval_out/DATASET); reused to resume")
     ] = None,
     engine: EngineOpt = "local",
     workers: Annotated[
@@ -79,7 +79,7 @@ def eval_command(
     from dtwin_agent.evaluation.runner import rich_table, run_eval
     from dtwin_agent.outputs.files import check_out_dir
 
-    out_dir = check_out_dir(out_dir or Path("eval_out") / dataset.lower())
+    out_dir = check_out_dir(Path("eval_out") / dataset.lower() if out_dir is None else out_dir)
     options: dict[str, Any] = {}
     if split_by is not None:
         options["split_by"] = split_by

@@ -18,7 +18,7 @@ from dtwin_agent.config import Settings
 from dtwin_agent.outputs.progress import ProgressDisplay
 
 ImageArg = Annotated[Path, typer.Argument(metavar="IMAGE", help="image file")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output folder")]
+OutOpt = Annotated[str, typer.Option("--out", help="output folder")]  # text: an empty --out is refused
 
 
 def usage_table(usage: dict[str, Any]) -> Table:
@@ -42,7 +42,7 @@ def usage_table(usage: dict[str, Any]) -> Table:
 @pipeline_options
 def twin(
     image: ImageArg,
-    out_dir: OutOpt = Path("out"),
+    out_dir: OutOpt = "out",
     query: Annotated[str | None, typer.Option("--query", help="optional query guiding granularity")] = None,
     *,
     settings: Settings,
@@ -52,12 +52,12 @@ def twin(
     from dtwin_agent.images import load_image
     from dtwin_agent.outputs.files import check_out_dir, write_twin_outputs
 
-    check_out_dir(out_dir)
+    folder = check_out_dir(out_dir)
 
     rgb = load_image(image).rgb
     with ProgressDisplay(err) as show:
         result = build_twin(image, query, settings=settings, on_progress=show)
-    paths = write_twin_outputs(out_dir, result, rgb)
+    paths = write_twin_outputs(folder, result, rgb)
     for name, path in paths.items():
         out.print(f"{name}: {path}", markup=False, highlight=False)
     out.print(f"{len(result.objects)} objects ({result.granularity} level)")
@@ -70,7 +70,7 @@ def segment(
     query: Annotated[
         str, typer.Argument(metavar="QUERY", help="what to segment, e.g. 'what would you cut bread with?'")
     ],
-    out_dir: OutOpt = Path("out"),
+    out_dir: OutOpt = "out",
     *,
     settings: Settings,
 ) -> None:
@@ -84,14 +84,14 @@ def segment(
     from dtwin_agent.images import load_image
     from dtwin_agent.outputs.files import check_out_dir, write_segment_outputs
 
-    check_out_dir(out_dir)
+    folder = check_out_dir(out_dir)
 
     rgb = load_image(image).rgb
     with ProgressDisplay(err) as show:
         result = run_segment(image, query, settings=settings, on_progress=show)
-    paths = write_segment_outputs(out_dir, result, rgb)
+    paths = write_segment_outputs(folder, result, rgb)
     if not result.ok:  # files written (result.json says "ok": false), then one line and exit 1
-        raise ReasoningFailed(f"{result.error} (result.json: {paths.get('result', out_dir)})")
+        raise ReasoningFailed(f"{result.error} (result.json: {paths.get('result', folder)})")
     for warning in result.warnings:
         err.print(f"[yellow]warning[/] {warning}", highlight=False)
     err.print(usage_table(result.usage))

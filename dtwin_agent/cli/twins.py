@@ -42,7 +42,7 @@ def build(
         ),
     ],
     root: Annotated[Path, typer.Option("--root", help="the dataset folder (docs/evaluation.md)")],
-    out_dir: Annotated[Path, typer.Option("--out", help="twin shards folder; reused to resume")],
+    out_dir: Annotated[str, typer.Option("--out", help="twin shards folder; reused to resume")],
     split: Annotated[
         str, typer.Option("--split", help="a split, comma-separated splits or 'all' (images: a subfolder)")
     ] = "all",
@@ -68,13 +68,13 @@ def build(
     from dtwin_agent.evaluation.twins import build_twins
     from dtwin_agent.outputs.files import check_out_dir
 
-    check_out_dir(out_dir)
+    out = check_out_dir(out_dir)
     options = {k: v for k, v in {"split_by": split_by, "image_dir": image_dir}.items() if v is not None}
     report = build_twins(
         dataset,
         root,
         split,
-        out_dir=out_dir,
+        out_dir=out,
         engine=engine,
         workers=workers,
         address=address,

@@ -18,7 +18,6 @@ import typer
 from dtwin_agent.cli._common import err, fail, handle_errors
 from dtwin_agent.cli.options import pipeline_options
 from dtwin_agent.config import Settings
-from dtwin_agent.errors import InputError
 
 EXTRA_HINT = "dtwin ui needs the 'ui' extra (Gradio): pip install 'dtwin-agent[ui]'"
 
@@ -58,12 +57,9 @@ def ui(
     Sessions are the same as dtwin chat's (continue one on the page or in the terminal). Prints
     the page's address; stop with Ctrl-C.
     """
-    from dtwin_agent.images import load_image
+    from dtwin_agent.images import check_roots, load_image
 
-    roots = [Path(r).expanduser() for r in root or settings.access.image_roots]
-    for folder in roots:
-        if not folder.is_dir():
-            raise InputError(f"{folder} (a folder to pick images from) is not a folder")
+    roots = check_roots(root or settings.access.image_roots)
     if image is not None:
         load_image(image)  # the CLI's checks, before the server starts
     _gradio_environment(settings)

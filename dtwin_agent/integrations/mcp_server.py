@@ -35,7 +35,7 @@ from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 
 from dtwin_agent.config import Settings, resolve_settings
 from dtwin_agent.errors import DTwinError, InputError
-from dtwin_agent.images import NO_ROOTS
+from dtwin_agent.images import NO_ROOTS, check_roots
 from dtwin_agent.integrations.tool import DTwinSegmentTool
 
 logger = logging.getLogger(__name__)
@@ -165,11 +165,17 @@ def serve(
     """
     if http and not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a TCP port (1..65535)")
+    tool_roots = check_roots(roots or (settings or resolve_settings()).access.image_roots)
     server = build_server(settings=settings, roots=roots)
-    tool_roots = roots or (settings or resolve_settings()).access.image_roots
     if not tool_roots:
         logger.warning("no --root given: %s", NO_ROOTS)
     if not http:
+        # stdout carries the protocol: the one start line goes to stderr, for a person at a terminal
+        print(
+            "MCP server on stdio, for an MCP client (Ctrl-C stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
         server.run("stdio")
         return
     import anyio

@@ -79,6 +79,6 @@ def get_proposer(settings: Settings) -> MaskProposer:
     if name not in PROPOSERS and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
     if name not in PROPOSERS:
-        known = sorted(set(PROPOSERS) | set(_BUILTIN_MODULES))
+        known = ["auto", *sorted(set(PROPOSERS) | set(_BUILTIN_MODULES))]
         raise ConfigError(f"unknown perception.proposer {name!r}; known: {', '.join(known)}")
     return PROPOSERS[name](settings)

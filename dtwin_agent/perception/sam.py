@@ -311,8 +311,9 @@ def load_sam(
     _backend()
     if checkpoint is None or str(checkpoint) == "":
         raise ConfigError(
-            "perception.sam_checkpoint is not set: give the path of a SAM checkpoint "
-            "(e.g. sam_vit_h_4b8939.pth) or use perception.proposer = 'offline'"
+            "perception.sam_checkpoint is not set: give a model-store name (mobile_sam, sam_vit_h, "
+            "sam_vit_l, sam_vit_b: `dtwin models list`) or the path of a SAM checkpoint file, or use "
+            "perception.proposer = 'auto' (MobileSAM once fetched) or 'offline'"
         )
     path = os.fspath(checkpoint)
     if not os.path.isfile(path):

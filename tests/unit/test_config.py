@@ -125,3 +125,11 @@ def test_readme_toml_example_loads(tmp_path):
     cfg.write_text(example)
     s = resolve_settings(config_file=cfg, environ={})
     assert s.models.llm != "offline" and s.perception.proposer == "sam"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda1", "cuda:x", ""])
+def test_an_unknown_device_is_a_config_error_before_any_work(device):
+    with pytest.raises(ConfigError, match="is not a device: auto | cpu | cuda | cuda:N"):
+        resolve_settings(overrides={"perception.device": device}, environ={})
+    for good in ("auto", "cpu", "cuda", "cuda:1"):
+        assert resolve_settings(overrides={"perception.device": good}, environ={}).perception.device == good

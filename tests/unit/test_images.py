@@ -286,3 +286,9 @@ def test_in_memory_images_live_in_a_temporary_file_owned_by_the_run(tmp_path, mo
     with image_path(file) as path:
         assert path == str(file.resolve())
     assert file.is_file()  # a caller's file is never removed
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_image_path_says_so(path):
+    with pytest.raises(ImageError, match="the image path is empty"):
+        load_image(path)

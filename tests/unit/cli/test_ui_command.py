@@ -75,7 +75,7 @@ def test_roots_default_to_the_access_setting(
     [
         (
             ["--root", "/no/such/folder"],
-            "error: /no/such/folder (a folder to pick images from) is not a folder",
+            "error: allowed image folder /no/such/folder does not exist (--root / access.image_roots)",
         ),
         (["missing.png"], "error: image not found: missing.png"),
         (["--port", "0"], "error: dtwin ui: Invalid value for '--port'"),

@@ -228,3 +228,37 @@ def test_the_http_server_serves_the_tools(scene: Path, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_root_that_is_not_a_folder_is_refused_before_serving(tmp_path: Path, kind: str) -> None:
+    """A typo'd --root would refuse every image while blaming the image: refuse the root at start."""
+    from typer.testing import CliRunner
+
+    from dtwin_agent.cli import app
+
+    root = tmp_path / "fotos"
+    if kind == "file":
+        root.write_text("not a folder")
+    result = CliRunner().invoke(app, ["mcp", "--root", str(root)])
+    what = "does not exist" if kind == "missing" else "is not a folder"
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"error: allowed image folder {root} {what} (--root / access.image_roots)"
+    )
+
+
+def test_stdio_mode_says_on_stderr_that_it_serves(tmp_path: Path) -> None:
+    """A person who types `dtwin mcp` sees one line, not a silent hang; stdout stays the protocol's."""
+    import subprocess
+
+    env = {**os.environ, "DTWIN_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dtwin_agent.integrations.mcp_server", "--root", str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.strip() == "MCP server on stdio, for an MCP client (Ctrl-C stops it)"

@@ -153,3 +153,10 @@ def test_real_photo_gives_tens_of_regions(proposer, shared_image):
     rgb, _ = downscale(load_image(shared_image("dog.jpg")).rgb, 512)
     proposals = proposer.propose(rgb, "object")
     assert 5 <= len(proposals) <= LEVELS["object"].max_regions
+
+
+def test_an_unknown_proposer_lists_every_choice_auto_included():
+    from dtwin_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown perception.proposer 'bogus'; known: auto, offline, sam"):
+        get_proposer(Settings().merged({"perception.proposer": "bogus"}))

@@ -12,8 +12,9 @@ prints one markdown row:
   else bpe-openai, the same tokenizer as ``benchmarks/perception.py``);
 * ``chosen``, ``stop``: the chosen ids and the stop reason (``ok`` is False for a failed answer);
 * seconds: the whole run, then per stage from ``result.usage`` (granularity, propose, semantics,
-  refine) and per refinement step (``step1``, ``step2``: wall time between the graph's progress
-  callbacks, so each step's seconds include parsing and any repair round-trip);
+  refine) and per refinement step (``step1``, ``step2``: the refine node's seconds from the graph's
+  progress events, parsing and any repair round-trip included, a local LLM server's start-up
+  inside step 1 left out: it is the ``local_llm_start`` column);
 * ``peak GB``: the peak resident memory of this process and its children (the local LLM server)
   together, sampled every 0.2 s.
 
@@ -129,21 +130,27 @@ def run_one(entry: dict[str, Any], settings: Any, enc: Any) -> dict[str, Any]:
 
     image = SHARED / entry["image"]
     gt = np.array(Image.open(SHARED / entry["gt"]).convert("L")) > 127
-    marks: list[tuple[str, float]] = []
+    steps_s: list[float] = []  # each refinement step's seconds (the refine node's end events)
+    started_in_refine = 0.0  # a local LLM server start inside step 1 (not reading the prompt)
+    running: list[str] = []
     started = time.perf_counter()
 
-    def progress(node: str, update: dict[str, Any]) -> None:
-        marks.append((node, time.perf_counter()))
+    def progress(event: Any) -> None:
+        nonlocal started_in_refine
+        if event.kind == "start":
+            running.append(event.stage)
+        elif event.kind in ("end", "error"):
+            if event.stage in running:
+                running.remove(event.stage)
+            if event.stage == "refine" and event.seconds is not None:
+                steps_s.append(event.seconds - started_in_refine)
+                started_in_refine = 0.0
+            elif event.stage == "local_llm_start" and "refine" in running and event.seconds is not None:
+                started_in_refine = event.seconds
 
     with PeakRSS() as rss:
         result = segment(image, entry["query"], settings=settings, on_progress=progress)
     total = time.perf_counter() - started
-    steps_s: list[float] = []
-    last = started
-    for node, at in marks:
-        if node == "refine":
-            steps_s.append(at - last)
-        last = at
     inter, union = intersection_union(result.mask, gt)
     twin = result.twin
     n = len(twin.objects)

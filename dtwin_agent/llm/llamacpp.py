@@ -12,6 +12,11 @@ The structured-output stream (``with_structured_output``: OpenAI's ``beta.chat.c
 keeps only the last chunk's usage, so llama.cpp's token counts were lost there; the usage block
 seen in the stream is given back to the message, and so to the run's ``usage`` (with the tokens
 llama.cpp served from its prompt cache as ``cache_read``).
+
+Structured output asks llama.cpp for grammar-constrained JSON with a bounded schema
+(:func:`~dtwin_agent.llm.schemas.bounded_json_schema`: every text field has a ``maxLength``), so a
+small model that starts repeating itself inside a string is stopped by the grammar, not by the
+token limit after minutes; the answer is parsed from its text as before.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, ValidationError
 
+from dtwin_agent.llm.schemas import bounded_json_schema
 from dtwin_agent.progress import reporter
 
 __all__ = ["PROMPT_PROGRESS", "LlamaCppChatOpenAI"]
@@ -40,6 +48,33 @@ class LlamaCppChatOpenAI(ChatOpenAI):
         extra = dict(kwargs.pop("extra_body", None) or {})
         extra.setdefault("return_progress", True)
         super().__init__(extra_body=extra, **kwargs)
+
+    def with_structured_output(
+        self, schema: Any = None, *, method: str = "json_schema", **kwargs: Any
+    ) -> Any:
+        """``ChatOpenAI.with_structured_output``; a pydantic ``schema`` goes to llama.cpp bounded.
+
+        With ``method="json_schema"`` (LangChain's default) the grammar gets
+        :func:`~dtwin_agent.llm.schemas.bounded_json_schema`; the answer is then validated into
+        ``schema`` as LangChain would (with ``include_raw=True``: ``parsed`` None and
+        ``parsing_error`` set when it does not validate).
+        """
+        if not (method == "json_schema" and isinstance(schema, type) and issubclass(schema, BaseModel)):
+            return super().with_structured_output(schema, method=method, **kwargs)
+        model = schema
+        runnable = super().with_structured_output(bounded_json_schema(model), method=method, **kwargs)
+
+        def validate(out: Any) -> Any:
+            if not kwargs.get("include_raw"):
+                return model.model_validate(out)
+            if out.get("parsed") is None:
+                return out
+            try:
+                return {**out, "parsed": model.model_validate(out["parsed"])}
+            except ValidationError as exc:
+                return {**out, "parsed": None, "parsing_error": exc}
+
+        return runnable | RunnableLambda(validate)
 
     def _convert_chunk_to_generation_chunk(
         self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None

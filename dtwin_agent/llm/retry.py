@@ -96,8 +96,9 @@ def classify_error(exc: BaseException) -> ErrorKind:
     """``transient`` (retry), ``auth`` (401/403), ``output`` (the answer was cut off) or ``fatal``.
 
     LangChain's own taxonomy first (``langchain_core.exceptions.ModelError`` and its
-    ``is_retryable``, raised by integrations such as langchain-openai), then the HTTP status, then
-    the transport classes of the HTTP clients, then the answer-level errors.
+    ``is_retryable``, raised by integrations such as langchain-openai), then the answer-level
+    errors (an answer cut off by the token limit arrives with its HTTP 200 attached), then the
+    HTTP status of an error response, then the transport classes of the HTTP clients.
     """
     from langchain_core import exceptions as lc
 
@@ -106,15 +107,15 @@ def classify_error(exc: BaseException) -> ErrorKind:
         if isinstance(exc, (lc.ModelAuthenticationError, lc.ModelPermissionDeniedError)):
             return "auth"
         return "transient" if exc.is_retryable else "fatal"
+    if isinstance(exc, _loaded(_OUTPUT)):  # the answer itself (langchain-openai attaches its HTTP 200)
+        return "output"
     status = status_code_of(exc)
     if status in (401, 403):
         return "auth"
-    if status is not None:
+    if status is not None and status >= 400:
         return "transient" if status in (408, 409, 429) or status >= 500 else "fatal"
     if isinstance(exc, (TimeoutError, ConnectionError, *_loaded(_TRANSPORT))):
         return "transient"
-    if isinstance(exc, _loaded(_OUTPUT)):
-        return "output"
     return "fatal"
 
 
@@ -175,6 +176,25 @@ def _provider_error(
     )
 
 
+def _rejected_answer_usage(exc: BaseException) -> dict[str, int]:
+    """What an answer the provider refused still cost (``Usage.add`` arguments).
+
+    An answer cut off by the token limit was read and generated in full (the OpenAI SDK's
+    ``LengthFinishReasonError.completion.usage``); without an answer: ``calls=0`` and no tokens.
+    """
+    counted = getattr(getattr(exc, "completion", None), "usage", None)
+    if counted is None or not isinstance(getattr(counted, "prompt_tokens", None), int):
+        return {"calls": 0}
+    details = getattr(counted, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return {
+        "calls": 1,
+        "input_tokens": counted.prompt_tokens,
+        "output_tokens": int(getattr(counted, "completion_tokens", 0) or 0),
+        "cached_input_tokens": cached if isinstance(cached, int) else 0,
+    }
+
+
 def invoke_with_retry(
     runnable: Any,
     messages: Sequence[BaseMessage],
@@ -193,7 +213,8 @@ def invoke_with_retry(
         label: ``provider:model`` for messages (:func:`model_label`).
         stage: the stage name for usage and messages.
         usage: where the call is recorded: one call on success, its retries and wall seconds
-            either way (tokens from the answer's ``usage_metadata``).
+            either way (tokens from the answer's ``usage_metadata``; an answer the provider
+            refused, e.g. cut off by the token limit, with the tokens it cost).
 
     Returns:
         What the runnable returned.
@@ -243,7 +264,7 @@ def invoke_with_retry(
     except Exception as exc:
         seconds = time.monotonic() - started
         if usage is not None:
-            usage.add(stage, calls=0, seconds=seconds, retries=max(0, attempts - 1))
+            usage.add(stage, seconds=seconds, retries=max(0, attempts - 1), **_rejected_answer_usage(exc))
         raise _provider_error(exc, label, stage, attempts, seconds, settings) from exc
     if usage is not None:
         message = result.get("raw") if isinstance(result, dict) else result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from dtwin_agent.twin import Granularity
@@ -56,3 +58,33 @@ class SingleShotOutput(BaseModel):
 
     reason: str = ""
     ids: list[int] = Field(default_factory=list)
+
+
+MAX_CHARS = {"reasoning": 400, "reason": 400, "semantic": 160, "observation": 200}
+"""The longest text field a constrained local model may write, by field name (other strings: 400)."""
+
+
+def bounded_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with a ``maxLength`` on every string field, for constrained decoding.
+
+    llama.cpp turns the schema into a grammar, so the bound holds while the model writes: a 1.5B
+    model copying an object's T_i into ``"semantic"`` repeated its relations until the token limit
+    (1024 tokens, ~7 minutes on a loaded CPU) and the whole answer was lost. Only the local server
+    gets these bounds (:class:`~dtwin_agent.llm.llamacpp.LlamaCppChatOpenAI`); validation does not
+    check them, and strict providers that refuse ``maxLength`` never see it.
+    """
+    schema = model.model_json_schema()
+
+    def bound(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, prop in (node.get("properties") or {}).items():
+                if isinstance(prop, dict) and prop.get("type") == "string" and "maxLength" not in prop:
+                    prop["maxLength"] = MAX_CHARS.get(name, 400)
+            for value in node.values():
+                bound(value)
+        elif isinstance(node, list):
+            for value in node:
+                bound(value)
+
+    bound(schema)
+    return schema

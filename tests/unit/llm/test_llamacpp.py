@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TypedDict
 
 import pytest
-from helpers.openai_server import OpenAIServer
+from helpers.openai_server import OpenAIServer, send_completion
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
@@ -136,3 +136,30 @@ def test_server_start_up_is_its_own_progress_line_and_usage_stage(monkeypatch, t
     assert "tiny.gguf, 2 threads" in startup[0].message
     assert usage.stages["local_llm_start"].seconds == 12.5 and usage.stages["local_llm_start"].calls == 1
     assert set(usage.stages) == {"local_llm_start"}  # not counted under the node's own stage
+
+
+def test_structured_output_sends_llamacpp_a_bounded_schema_and_validates_the_answer():
+    """Issue 12: a 1.5B model copying T_i into "semantic" repeated relations for 1024 tokens (7 min)."""
+    from dtwin_agent.llm.llamacpp import LlamaCppChatOpenAI
+    from dtwin_agent.llm.schemas import MAX_CHARS, RefineStepOutput, bounded_json_schema
+    from dtwin_agent.offline.local_llm import local_client_options
+
+    answers = iter([ANSWER, '{"granularity": 3}'])
+    server = OpenAIServer(
+        lambda n, handler, body: send_completion(handler, next(answers), model=body["model"])
+    )
+    try:
+        model = LlamaCppChatOpenAI(**{**local_client_options(server.url, "tiny-gguf"), "streaming": False})
+        good = model.with_structured_output(Choice, include_raw=True).invoke("which level?")
+        bad = model.with_structured_output(Choice, include_raw=True).invoke("which level?")
+    finally:
+        server.close()
+    schema = server.requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["reason"]["maxLength"] == MAX_CHARS["reason"]
+    assert isinstance(good["parsed"], Choice) and good["parsed"].granularity == "part"
+    assert bad["parsed"] is None and bad["parsing_error"] is not None  # not valid: the caller repairs
+    refine = bounded_json_schema(RefineStepOutput)
+    kept = refine["$defs"]["KeptObject"]["properties"]
+    assert kept["semantic"]["maxLength"] == MAX_CHARS["semantic"] and "maxLength" not in kept["id"]
+    assert refine["properties"]["reasoning"]["maxLength"] == MAX_CHARS["reasoning"]
+    assert "maxLength" not in RefineStepOutput.model_json_schema()["properties"]["reasoning"]  # others: none

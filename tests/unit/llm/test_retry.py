@@ -8,6 +8,7 @@ the server does not answer in time is re-sent only by the retry layer, and count
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import warnings
@@ -331,3 +332,35 @@ def test_errors_name_provider_and_model_not_the_runnable(serve):
         )
     assert str(info.value).startswith("openai:test-llm (granularity): the API key was rejected (HTTP 401)")
     assert "RunnableSequence" not in str(info.value) and len(server.requests) == 1
+
+
+def test_an_answer_cut_off_by_the_token_limit_is_counted_with_its_tokens(serve):
+    """Issue 12: a local answer that ran to max_tokens cost minutes, and usage showed none of it."""
+
+    def behave(n: int, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        if n == 1:  # the native call: cut off at the token limit
+            payload = {
+                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "length",
+                             "message": {"role": "assistant", "content": '{"granularity": "pa'}}],
+                "usage": {"prompt_tokens": 1452, "completion_tokens": 1024, "total_tokens": 2476,
+                          "prompt_tokens_details": {"cached_tokens": 1400}},
+            }  # fmt: skip
+            data = json.dumps(payload).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        else:  # the repair round-trip
+            send_completion(handler, ANSWER, model=body["model"], tokens=(1500, 12))
+
+    server = serve(behave)
+    model, config = _remote(server, structured_output="json_schema", max_retries=0)
+    usage = Usage()
+    result = _ask(model, config, usage)
+    assert result.parsed.granularity == "part" and result.attempts == 2
+    assert any("length limit" in note for note in result.report.notes)
+    row = usage.stages["refine"]
+    assert len(server.requests) == 2 and row.calls == 2 and row.retries == 0
+    assert (row.input_tokens, row.output_tokens, row.cached_input_tokens) == (1452 + 1500, 1024 + 12, 1400)

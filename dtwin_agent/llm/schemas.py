@@ -65,7 +65,7 @@ MAX_CHARS = {"reasoning": 400, "reason": 400, "semantic": 160, "observation": 20
 
 
 def bounded_json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``model``'s JSON schema with a ``maxLength`` on every string field, for constrained decoding.
+    """``model``'s JSON schema, every field required, a ``maxLength`` on each text field, for a grammar.
 
     llama.cpp turns the schema into a grammar, so the bound holds while the model writes: a 1.5B
     model copying an object's T_i into ``"semantic"`` repeated its relations until the token limit
@@ -77,7 +77,10 @@ def bounded_json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     def bound(node: Any) -> None:
         if isinstance(node, dict):
-            for name, prop in (node.get("properties") or {}).items():
+            properties = node.get("properties") or {}
+            if properties:  # every field written, as strict structured output asks (a 1.5B model given
+                node["required"] = list(properties)  # optional fields closed the answer before "ids")
+            for name, prop in properties.items():
                 if isinstance(prop, dict) and prop.get("type") == "string" and "maxLength" not in prop:
                     prop["maxLength"] = MAX_CHARS.get(name, 400)
             for value in node.values():

@@ -162,4 +162,6 @@ def test_structured_output_sends_llamacpp_a_bounded_schema_and_validates_the_ans
     kept = refine["$defs"]["KeptObject"]["properties"]
     assert kept["semantic"]["maxLength"] == MAX_CHARS["semantic"] and "maxLength" not in kept["id"]
     assert refine["properties"]["reasoning"]["maxLength"] == MAX_CHARS["reasoning"]
+    assert refine["required"] == ["reasoning", "ids", "objects"]  # none left out: "ids" always written
+    assert refine["$defs"]["KeptObject"]["required"] == ["id", "semantic", "reasoning"]
     assert "maxLength" not in RefineStepOutput.model_json_schema()["properties"]["reasoning"]  # others: none

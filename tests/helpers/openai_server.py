@@ -63,17 +63,30 @@ def _usage(tokens: tuple[int, int]) -> dict[str, int]:
 
 
 def send_completion(
-    handler: BaseHTTPRequestHandler, content: str, *, model: str, tokens: tuple[int, int] = (50, 9)
+    handler: BaseHTTPRequestHandler,
+    content: str,
+    *,
+    model: str,
+    tokens: tuple[int, int] = (50, 9),
+    finish_reason: str = "stop",
+    cached: int = 0,
 ) -> None:
-    """Answer with one ``chat.completion`` carrying ``content`` and ``(prompt, completion)`` tokens."""
+    """Answer with one ``chat.completion`` carrying ``content`` and ``(prompt, completion)`` tokens.
+
+    ``finish_reason="length"`` is an answer cut off by the token limit; ``cached`` prompt tokens are
+    reported as served from the server's prompt cache.
+    """
     message = {"role": "assistant", "content": content}
     payload = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": _usage(tokens),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {
+            **_usage(tokens),
+            **({"prompt_tokens_details": {"cached_tokens": cached}} if cached else {}),
+        },
     }
     data = json.dumps(payload).encode()
     handler.send_response(200)

@@ -8,7 +8,6 @@ the server does not answer in time is re-sent only by the retry layer, and count
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import warnings
@@ -339,19 +338,10 @@ def test_an_answer_cut_off_by_the_token_limit_is_counted_with_its_tokens(serve):
 
     def behave(n: int, handler: BaseHTTPRequestHandler, body: dict) -> None:
         if n == 1:  # the native call: cut off at the token limit
-            payload = {
-                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "length",
-                             "message": {"role": "assistant", "content": '{"granularity": "pa'}}],
-                "usage": {"prompt_tokens": 1452, "completion_tokens": 1024, "total_tokens": 2476,
-                          "prompt_tokens_details": {"cached_tokens": 1400}},
-            }  # fmt: skip
-            data = json.dumps(payload).encode()
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            cut = '{"granularity": "pa'
+            send_completion(
+                handler, cut, model=body["model"], tokens=(1452, 1024), finish_reason="length", cached=1400
+            )
         else:  # the repair round-trip
             send_completion(handler, ANSWER, model=body["model"], tokens=(1500, 12))
 

@@ -371,13 +371,14 @@ def test_a_failed_run_is_a_tool_error_with_a_hint(scene: Path, tmp_path: Path) -
 
 def test_a_tool_without_roots_reads_no_image(scene: Path) -> None:
     """No ``allowed_roots`` and no ``access.image_roots``: every path is refused, existing or not."""
-    tool = DTwinSegmentTool(segmenter=fake_segmenter, settings=resolve_settings(environ={}))
+    cache = {"cache.dir": str(scene.parent / "cache")}  # environ={} drops the suite's cache folder
+    tool = DTwinSegmentTool(segmenter=fake_segmenter, settings=resolve_settings(overrides=cache, environ={}))
     assert tool.settings.access.image_roots == []
     answers = [call(tool, image_path=path, query="the red one") for path in (str(scene), "/no/such.png")]
     assert all(m.status == "error" and "no image folders are allowed here" in m.content for m in answers)
     assert answers[0].content == answers[1].content.replace("/no/such.png", str(scene))
     with_setting = DTwinSegmentTool(
         segmenter=fake_segmenter,
-        settings=resolve_settings(overrides={"access.image_roots": [str(scene.parent)]}, environ={}),
+        settings=resolve_settings(overrides={**cache, "access.image_roots": [str(scene.parent)]}, environ={}),
     )
     assert call(with_setting, image_path=str(scene), query="the red one").status == "success"

@@ -182,12 +182,15 @@ def open_checkpointer(path: Path, files: Path, serde: Any = None) -> Any:
             with database_errors(path, files), super().cursor(transaction) as cur:
                 yield cur
 
-    with database_errors(path, files):
-        conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-    saver = GuardedSaver(conn, serde=serde)
-    try:
-        saver.setup()
-    except BaseException:
-        conn.close()
-        raise
+    # two processes creating the database at the same moment: SQLite answers the second's switch to WAL
+    # "database is locked" at once (no busy wait), so the opening and set-up are one process at a time
+    with FileLock(path.with_name(path.name + ".setup.lock")):
+        with database_errors(path, files):
+            conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+        saver = GuardedSaver(conn, serde=serde)
+        try:
+            saver.setup()
+        except BaseException:
+            conn.close()
+            raise
     return saver

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _overrides import setting_overrides  # benchmarks/, the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -365,9 +366,7 @@ def reasoner_benchmark(args: argparse.Namespace) -> None:
     from dtwin_agent.config import resolve_settings
 
     overrides: dict[str, Any] = {"models.llm": args.model, "cache.enabled": False}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789[{tf-" else value
+    overrides.update(setting_overrides(args.set))
     settings = resolve_settings(overrides=overrides)
     kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
     cases = make_cases(args.n, kinds, args.seed)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _overrides import setting_overrides  # benchmarks/, the script's own folder
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,9 +194,7 @@ def main() -> None:
         entries = [e for e in entries if Path(e["image"]).stem in wanted]
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="dtwin-photos-")
     overrides: dict[str, Any] = {"perception.points_per_side": 16, "cache.dir": cache_dir}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789[{tf-" else value
+    overrides.update(setting_overrides(args.set))
     settings = resolve_settings(overrides=overrides)
     enc = encoder()
     rows = []

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _overrides import setting_overrides  # benchmarks/, the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -212,9 +213,7 @@ class Proposers:
             }
             if self.args.points_per_side:
                 overrides["perception.points_per_side"] = self.args.points_per_side
-        for item in self.args.set:
-            key, _, value = item.partition("=")
-            overrides[key if key.startswith("perception.") else f"perception.{key}"] = _value(value)
+        overrides.update(setting_overrides(self.args.set, section="perception"))
         return Settings().merged(overrides)
 
     def get(self, name: str, level: str):
@@ -269,13 +268,6 @@ def share_everything_mode(proposer, store: dict) -> None:
         return store[key][0]
 
     generator.generate = generate
-
-
-def _value(text: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def run(proposer, level: str, case: Case, settings: Settings) -> tuple[list, float, int | None]:

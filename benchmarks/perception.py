@@ -52,7 +52,7 @@ from dtwin_agent.images import downscale, load_image, pixel_hash  # noqa: E402
 from dtwin_agent.offline.labeller import describe  # noqa: E402
 from dtwin_agent.perception import get_proposer  # noqa: E402
 from dtwin_agent.spatial import build_spatial  # noqa: E402
-from dtwin_agent.twin import RLE, DigitalTwin, ImageInfo, TwinObject  # noqa: E402
+from dtwin_agent.twin import DigitalTwin, ImageInfo, TwinObject  # noqa: E402
 
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}

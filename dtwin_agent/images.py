@@ -302,8 +302,6 @@ def confine(path: str | os.PathLike, roots: Sequence[str | os.PathLike], max_byt
     if not roots:
         raise ImageError(NO_ROOTS)
     text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
-    if not str(text).strip():
-        raise ImageError("the image path is empty; pass the path of an image file")
     resolved_roots = [Path(root).expanduser().resolve() for root in roots]
     allowed = ", ".join(str(r) for r in resolved_roots)
     try:

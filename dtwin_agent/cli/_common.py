@@ -9,10 +9,14 @@ and shows logged warnings as one ``warning:`` line each (no tracebacks).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,17 +56,72 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def handle_errors(func: Callable[..., Any] | None = None, *, interrupted: str = "interrupted") -> Any:
+FORCED_EXIT = 130
+
+
+@contextlib.contextmanager
+def interrupt_twice(stop_local_models: bool = False) -> Iterator[None]:
+    """Ctrl-C while a command runs: the first press interrupts as usual, a second one quits at once.
+
+    A model call or a SAM forward pass runs in one of LangGraph's worker threads, which Python cannot
+    interrupt; the graph waits for it before the ``KeyboardInterrupt`` reaches the command (a local
+    LLM call may run for minutes). So the first press says so on stderr and raises
+    ``KeyboardInterrupt`` (the command saves what it can, as before); with ``stop_local_models`` it
+    also stops this process's local llama.cpp servers (:func:`~dtwin_agent.offline.local_llm.release_all`,
+    in a thread), which ends a running local call at once. A second press exits immediately with
+    code 130 (what was not saved yet is lost: the message says so), also while Python's exit waits
+    for worker threads: after an interrupt the handler stays installed. Outside the main thread
+    (where signal handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    presses = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            sys.stdout.flush()
+            sys.stderr.write("error: interrupted again: quitting at once (the running step is lost)\n")
+            sys.stderr.flush()
+            os._exit(FORCED_EXIT)
+        sys.stderr.write("interrupting: waiting for the running step to end (Ctrl-C again to quit at once)\n")
+        sys.stderr.flush()
+        if stop_local_models:
+            from dtwin_agent.offline import local_llm
+
+            threading.Thread(target=local_llm.release_all, name="dtwin-stop-local-llm", daemon=True).start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if not presses:
+            signal.signal(signal.SIGINT, previous)
+        # else it stays: the process is on its way out, and Python's exit still waits for the worker
+        # threads (a KeyboardInterrupt can land before a worker is joined), so a second press must quit
+
+
+def handle_errors(
+    func: Callable[..., Any] | None = None,
+    *,
+    interrupted: str = "interrupted",
+    stop_local_models: bool = False,
+) -> Any:
     """Map exceptions to exit codes: InputError -> 2, Ctrl-C -> 130, anything else -> 1 (one line).
 
-    Use as ``@handle_errors`` or ``@handle_errors(interrupted="what was saved")``.
+    Use as ``@handle_errors`` or ``@handle_errors(interrupted="what was saved")``. Ctrl-C is handled
+    by :func:`interrupt_twice` (``stop_local_models`` goes to it): a second press quits at once.
     """
 
     def deco(inner: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(inner)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                return inner(*args, **kwargs)
+                with interrupt_twice(stop_local_models):
+                    return inner(*args, **kwargs)
             except typer.Exit:
                 raise
             except InputError as exc:

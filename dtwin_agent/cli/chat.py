@@ -112,7 +112,7 @@ def chat_loop(
             say(f"error: {type(exc).__name__}: {exc} (the session is kept: ask again, or /quit)")
 
 
-@handle_errors(interrupted="interrupted (completed turns are saved)")
+@handle_errors(interrupted="interrupted (completed turns are saved)", stop_local_models=True)
 @pipeline_options
 def chat(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="image file")],

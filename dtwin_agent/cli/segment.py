@@ -38,7 +38,7 @@ def usage_table(usage: dict[str, Any]) -> Table:
     return table
 
 
-@handle_errors
+@handle_errors(stop_local_models=True)
 @pipeline_options
 def twin(
     image: ImageArg,
@@ -63,7 +63,7 @@ def twin(
     out.print(f"{len(result.objects)} objects ({result.granularity} level)")
 
 
-@handle_errors
+@handle_errors(stop_local_models=True)
 @pipeline_options
 def segment(
     image: ImageArg,

@@ -173,7 +173,7 @@ class SpatialSettings(_Section):
     """The spatial layer (paper 3.2)."""
 
     max_relations: int = Field(
-        default=4, ge=0, description="k: at most this many relations per object (the most salient first)"
+        default=3, ge=0, description="k: at most this many relations per object (the most salient first)"
     )
     near_fraction: float = Field(default=0.05, ge=0, description="'near': gap <= this x image diagonal")
 

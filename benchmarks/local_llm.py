@@ -338,6 +338,8 @@ def run_case(case: Case, settings: Any) -> dict[str, Any]:
         "in": refine.get("input_tokens", 0), "cached": refine.get("cached_input_tokens", 0),
         "out": refine.get("output_tokens", 0), "calls": refine.get("calls", 0),
         "reasoning": [o.reasoning for o in result.chosen],
+        "path": [s.ids for s in result.steps[1:]],
+        "notes": [n for s in result.steps for n in (s.report or {}).get("notes", [])],
     }  # fmt: skip
 
 

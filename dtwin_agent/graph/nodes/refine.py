@@ -12,6 +12,20 @@ round-trip: prose, cut-off or empty output, a ``<think>`` block that ran out, on
 the run fails: step 1 keeps nothing, ``stop_reason`` is ``failed`` and ``error`` says which model
 gave what (:data:`FAILED`). A later step's unusable answer keeps the previous step's already
 filtered ids, with a warning (``stop_reason`` ``unparseable``).
+
+Two answers of the refine loop are not taken at their word (issue 12; ``benchmarks/local_llm.py``
+measured both as the main misses of a 1.5B model):
+
+- **No filtering** (:func:`kept_everything`): step 1 keeps every one of N' >= :data:`NO_FILTER_MIN`
+  objects. I^(1) = I^(0) would count as convergence and return the whole twin, but the paper's
+  D^(K) holds "only objects that satisfy the query": keeping all of them is no decision. The
+  single-shot pick (Eq. 6) is asked instead; its ids become step 1 and refinement goes on from
+  them. When the pick also keeps every object (or cannot be used), step 1 stands: two ways of
+  asking agree that everything answers the request.
+- **Emptied** (:func:`emptied`): a step j >= 2 keeps none of a non-empty D^(j-1). Step 1 already
+  judged those objects against the request, so the two steps disagree; the single-shot pick
+  breaks the tie. Nothing is chosen only when the pick also finds nothing; otherwise D^(j-1) is
+  kept and the loop stops there (``converged``, with a note in the step's report).
 """
 
 from __future__ import annotations
@@ -29,6 +43,8 @@ from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 FAILED = "failed"
 UNPARSEABLE = "unparseable"
+NO_FILTER_MIN = 3
+"""Step 1 keeping all of at least this many objects is "no filtering" (two objects may both answer)."""
 
 
 def failure_text(reasoner_name: str, step: int, problem: str) -> str:
@@ -81,6 +97,8 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
             f"kept the {len(previous.ids)} object(s) of step {previous.step}"
         )
         return update | {"steps": steps, "stop_reason": UNPARSEABLE, "warnings": [warning]}
+    if mode == "refine":
+        new = [_second_opinion(reasoner, twin, query, dialogue, previous, new[0], usage)]
     steps.extend(new)
     last = steps[-1]
     warnings = []
@@ -106,6 +124,53 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
     else:
         stop = ""
     return update | {"steps": steps, "stop_reason": stop}
+
+
+def kept_everything(previous: ReasoningStep, step: ReasoningStep) -> bool:
+    """Step 1 kept all of N' >= :data:`NO_FILTER_MIN` objects: no filtering, not convergence."""
+    return previous.step == 0 and len(previous.ids) >= NO_FILTER_MIN and set(step.ids) == set(previous.ids)
+
+
+def emptied(previous: ReasoningStep, step: ReasoningStep) -> bool:
+    """A step j >= 2 dropped every object that step j - 1 had kept."""
+    return previous.step >= 1 and bool(previous.ids) and not step.ids
+
+
+def _noted(step: ReasoningStep, note: str, **update: Any) -> ReasoningStep:
+    report = dict(step.report or {})
+    report["notes"] = [*report.get("notes", []), note]
+    return step.model_copy(update={**update, "report": report})
+
+
+def _second_opinion(
+    reasoner: Any,
+    twin: DigitalTwin,
+    query: str,
+    dialogue: str,
+    previous: ReasoningStep,
+    step: ReasoningStep,
+    usage: Usage,
+) -> ReasoningStep:
+    """``step``, or what the single-shot pick (Eq. 6) makes of it (see the module docstring)."""
+    if not (kept_everything(previous, step) or emptied(previous, step)):
+        return step
+    pick = reasoner.single_shot(twin, query, dialogue, usage)
+    chosen = None if pick.value is None else pick.value.ids
+    said = "could not be used" if chosen is None else f"chose {chosen or 'nothing'}"
+    if previous.step == 0:  # no filtering
+        head = f"step 1 kept all {len(previous.ids)} objects (no filtering); the single-shot pick {said}"
+        if chosen is None or set(chosen) == set(previous.ids):
+            return _noted(step, f"{head}: both keep every object")
+        return _noted(pick.value.model_copy(update={"step": step.step}), f"{head}: the pick is step 1")
+    head = f"step {step.step} kept none of the {len(previous.ids)} objects of step {previous.step}"
+    if chosen == []:
+        return _noted(step, f"{head}; the single-shot pick also chose nothing")
+    return _noted(
+        step,
+        f"{head}, but the single-shot pick {said}: the objects of step {previous.step} are kept",
+        ids=previous.ids,
+        objects={i: d for i, d in previous.objects.items() if i in previous.ids},
+    )
 
 
 def route_after_refine(state: dict[str, Any]) -> Literal["refine", "finalize"]:

@@ -103,10 +103,14 @@ def test_messages_each_node_sends(scene):
 def test_loop_stops_on_empty(scene):
     img, _, proposer = scene
     llm = scripted_llm(
-        ['{"objects": [{"id": 1, "reasoning": "maybe"}, {"id": 3, "reasoning": "maybe"}]}', '{"objects": []}']
+        [
+            '{"objects": [{"id": 1, "reasoning": "maybe"}, {"id": 3, "reasoning": "maybe"}]}',
+            '{"objects": []}',
+            '{"reason": "no car here", "ids": []}',  # the single-shot pick agrees: nothing
+        ]
     )
     result = segment(img, "a car", settings=settings_with(label_vlm(), llm), proposer=proposer)
-    assert result.ids == [] and result.stop_reason == "empty"
+    assert result.ids == [] and result.stop_reason == "empty" and len(llm.calls) == 3
     assert not result.mask.any() and "empty" in result.message
     assert [s.ids for s in result.steps] == [[1, 2, 3], [1, 3], []]
 

@@ -99,6 +99,7 @@ def refine(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         return update | {"steps": steps, "stop_reason": UNPARSEABLE, "warnings": [warning]}
     if mode == "refine":
         new = [_second_opinion(reasoner, twin, query, dialogue, previous, new[0], usage)]
+        update["usage"] = usage.model_dump()  # with the pick's call, when one was asked
     steps.extend(new)
     last = steps[-1]
     warnings = []

@@ -65,6 +65,7 @@ def test_the_rules_by_their_definitions() -> None:
 def test_step_one_keeping_everything_is_no_filtering_the_pick_becomes_step_one() -> None:
     result, model = run([keep(1, 2, 3), pick(3), keep(3)])
     assert [is_single_shot(c) for c in model.calls] == [False, True, False]
+    assert result.usage["stages"]["refine"]["calls"] == 3  # the pick's call is counted
     assert result.ok and result.ids == [3] and result.stop_reason == "converged"
     assert [s.ids for s in result.steps] == [[1, 2, 3], [3], [3]]
     (note,) = [n for n in result.steps[1].report["notes"] if "no filtering" in n]
@@ -93,6 +94,7 @@ def test_the_pick_may_find_nothing_after_a_keep_everything_step() -> None:
 def test_a_later_step_that_empties_keeps_the_previous_objects_unless_the_pick_agrees() -> None:
     result, model = run([keep(2, 3), keep(), pick(3)])
     assert [is_single_shot(c) for c in model.calls] == [False, False, True]
+    assert result.usage["stages"]["refine"]["calls"] == 3
     assert result.ok and result.ids == [2, 3] and result.stop_reason == "converged"
     assert result.steps[-1].step == 2 and result.steps[-1].ids == [2, 3]
     assert result.mask.any()

@@ -145,6 +145,12 @@ class PerceptionSettings(_Section):
     growth_border_max: float = Field(
         default=0.25, ge=0, le=1, description="largest share of the image border a re-prompted mask may add"
     )
+    union_cover: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="a mask this much covered by two or more smaller masks is a group, not an object",
+    )
     policy: Literal["granularity", "sam_only"] = Field(
         default="granularity", description="sam_only: exactly SamAutomaticMaskGenerator's masks"
     )

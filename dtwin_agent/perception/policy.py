@@ -8,9 +8,10 @@ After SAM's everything mode (``{m_1..m_N} = SAM_everything(x_img)``):
   (Eq. 2), used as a new SAM prompt in multi-mask mode; :func:`choose_growth` decides, for each
   everything-mode mask, which re-prompted mask (if any) replaces it: the largest that is a
   *plausible growth* of it, so that no object is lost to a re-prompt that returned a group, the
-  background or the whole scene; then :func:`containment_filter` drops every mask ``m_j`` whose
-  intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask ``m*`` exceeds
-  ``tau'`` (Eq. 3).
+  background or the whole scene; :func:`find_groups` marks the masks that are groups of objects
+  (nearly the union of two or more smaller masks); then :func:`containment_filter` drops every
+  mask ``m_j`` whose intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask
+  ``m*`` exceeds ``tau'`` (Eq. 3), where neither a group nor the whole scene may act as ``m*``.
 
 Hierarchy twins (``perception.granularity = "hierarchy"``): :func:`assemble_hierarchy` puts the
 object-level and the part-level masks of one everything-mode run in one list, each part naming the
@@ -34,6 +35,7 @@ __all__ = [
     "part_dedup",
     "centroid_prompt_point",
     "choose_growth",
+    "find_groups",
     "containment_filter",
     "assemble_hierarchy",
 ]
@@ -230,41 +232,112 @@ def choose_growth(
     return choice
 
 
-def containment_filter(masks: Sequence[np.ndarray], tau_prime: float) -> list[int]:
+def find_groups(
+    masks: Sequence[np.ndarray], *, tau: float, tau_prime: float, union_cover: float
+) -> list[bool]:
+    """Object / group level: which masks are groups of objects, i.e. (nearly) unions of others.
+
+    SAM's everything mode (and a centroid re-prompt) often returns one mask for two objects: two
+    touching objects, or two apart (the mask then has several connected components). Taken as
+    Eq. 3's ``m*``, such a mask removes both real objects. A mask ``c`` is a **group** when
+
+    - it holds at least two *members*: other masks ``m_k`` with Eq. 3's ratio
+      ``|m_k ∩ c| / |m_k| > tau'``, smaller than ``c`` and not the same mask
+      (``IoU(m_k, c) <= tau``, the part-level duplicate test), and
+    - the members together cover at least ``union_cover`` of it:
+      ``|c ∩ (m_1 ∪ ... ∪ m_K)| >= union_cover * |c|``.
+
+    An object with parts inside it (a car and its wheels) is not a group as long as the parts
+    SAM found leave enough of it uncovered (the car's body is one object, not a member).
+
+    Args:
+        masks: boolean ``H x W`` masks of one common shape (empty ones are never groups).
+        tau: the duplicate threshold (``perception.part_iou_thresh``), in [0, 1].
+        tau_prime: Eq. 3's containment threshold ``tau'``, in [0, 1].
+        union_cover: the share of ``c`` its members must cover, in [0, 1].
+
+    Returns:
+        One flag per mask, in input order: True for a group.
+
+    Raises:
+        ValueError: if a threshold is outside [0, 1] or the masks differ in shape.
+    """
+    tau = _check_threshold("tau", tau)
+    tau_prime = _check_threshold("tau_prime", tau_prime)
+    union_cover = _check_threshold("union_cover", union_cover)
+    if len(masks) < 3:
+        return [False] * len(masks)
+    _common_shape(masks)
+    rles = [_rle(m) for m in masks]
+    areas = np.asarray(mask_utils.area(rles), dtype=np.int64)
+    held = _pairwise(rles, rles, crowd=True)  # held[k, c] = |m_k ∩ c| / |m_k|
+    same = _pairwise(rles, rles, crowd=False)  # IoU
+    groups = [False] * len(masks)
+    for c in range(len(masks)):
+        members = np.flatnonzero((held[:, c] > tau_prime) & (same[:, c] <= tau) & (areas < areas[c]))
+        if members.size < 2:
+            continue
+        union = mask_utils.merge([rles[k] for k in members], intersect=False)
+        groups[c] = bool(_pairwise([rles[c]], [union], crowd=True)[0, 0] >= union_cover)
+    return groups
+
+
+def containment_filter(
+    masks: Sequence[np.ndarray],
+    tau_prime: float,
+    *,
+    containers: Sequence[bool] | None = None,
+    full_frame: float | None = None,
+) -> list[int]:
     """Object / group level: drop masks mostly contained in a larger kept mask (paper Eq. 3).
 
     Masks are visited by area, largest first (ties: input order, the earlier counting as the
     larger). The first is the largest mask ``m* = argmax A(m_i)`` and is kept; each following mask
     ``m_j`` is dropped when ``R(m_j) = |m_j ∩ m*| / |m_j| > tau'`` for *any* already kept (hence
-    larger or equal) mask ``m*``, and kept otherwise. Applying Eq. 3 against every kept mask rather
-    than only the single largest one is what removes the parts of every object, not just of the
-    biggest. Empty masks are always dropped (``R`` is undefined). Ratios come from pycocotools'
-    crowd IoU, which is exactly ``|dt ∩ gt| / |dt|``.
+    larger or equal) mask ``m*`` that may act as a container, and kept otherwise. Applying Eq. 3
+    against every kept mask rather than only the single largest one is what removes the parts of
+    every object, not just of the biggest. A mask may not act as a container when ``containers``
+    says so (the groups of :func:`find_groups`) or when it covers at least ``full_frame`` of the
+    image (the whole scene holds every object); such masks are still kept themselves. Empty masks
+    are always dropped (``R`` is undefined). Ratios come from pycocotools' crowd IoU, which is
+    exactly ``|dt ∩ gt| / |dt|``.
 
     Args:
         masks: boolean ``H x W`` masks of one common shape.
         tau_prime: the containment threshold ``tau'``, in [0, 1].
+        containers: one flag per mask, False for a mask that may not drop others (default: all
+            may).
+        full_frame: a mask covering this share of the image is the scene, not a container, in
+            [0, 1] (default: no such rule).
 
     Returns:
         Indices into ``masks`` of the kept masks, largest first.
 
     Raises:
-        ValueError: if ``tau_prime`` is outside [0, 1] or the masks differ in shape.
+        ValueError: if ``tau_prime`` or ``full_frame`` is outside [0, 1], ``containers`` has not
+            one flag per mask, or the masks differ in shape.
     """
     tau_prime = _check_threshold("tau_prime", tau_prime)
+    if full_frame is not None:
+        full_frame = _check_threshold("full_frame", full_frame)
+    if containers is not None and len(containers) != len(masks):
+        raise ValueError(f"containers needs one flag per mask, got {len(containers)} for {len(masks)}")
     if not masks:
         return []
-    _common_shape(masks)
+    height, width = _common_shape(masks)
     rles = [_rle(m) for m in masks]
     areas = np.asarray(mask_utils.area(rles), dtype=np.int64)
     order = sorted((i for i in range(len(masks)) if areas[i] > 0), key=lambda i: -areas[i])  # stable
     if not order:
         return []
+    can_hold = np.ones(len(masks), bool) if containers is None else np.asarray(containers, bool)
+    if full_frame is not None:
+        can_hold &= areas < full_frame * height * width
     # ratio[j, k] = |m_j ∩ m_k| / |m_j| (pycocotools: rows are "detections", crowd "ground truths")
     ratio = _pairwise(rles, rles, crowd=True)
     kept: list[int] = []
     for j in order:
-        if not any(ratio[j, k] > tau_prime for k in kept):
+        if not any(ratio[j, k] > tau_prime for k in kept if can_hold[k]):
             kept.append(j)
     return kept
 

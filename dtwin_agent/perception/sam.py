@@ -22,9 +22,12 @@ Pipeline for one image (``H x W x 3`` uint8):
    - ``object`` / ``group``: the centroid of each kept mask (Eq. 2, snapped into the mask) prompts
      SAM again in multi-mask mode, **reusing the same image embedding**; a re-prompted mask
      replaces the original only when it is a plausible growth of it
-     (:func:`~dtwin_agent.perception.policy.choose_growth`), then
-     :func:`~dtwin_agent.perception.policy.containment_filter` with ``tau' = containment_thresh``
-     (Eq. 3);
+     (:func:`~dtwin_agent.perception.policy.choose_growth`); masks that are (nearly) unions of
+     two or more others are groups (:func:`~dtwin_agent.perception.policy.find_groups`, ``cover =
+     union_cover``); then :func:`~dtwin_agent.perception.policy.containment_filter` with
+     ``tau' = containment_thresh`` (Eq. 3), where neither a group nor a mask covering the whole
+     frame may act as the container ``m*``. ``object`` drops the groups (their objects stay),
+     ``group`` keeps them beside their objects;
    - ``hierarchy``: both of the above from the one everything-mode pass, each part naming its
      object (:func:`~dtwin_agent.perception.policy.assemble_hierarchy`).
 
@@ -57,6 +60,7 @@ from dtwin_agent.perception.policy import (
     choose_growth,
     containment_filter,
     filter_by_predicted_iou,
+    find_groups,
     part_dedup,
 )
 from dtwin_agent.perception.prompts import seeded_points
@@ -452,7 +456,7 @@ class SamProposer:
             proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
             if granularity == "part":
                 return part_dedup(proposals, p.part_iou_thresh)
-            objects = self._object_level(proposals, progress)
+            objects = self._object_level(proposals, progress, keep_groups=granularity == "group")
             if granularity == "hierarchy":
                 parts = part_dedup(proposals, p.part_iou_thresh)
                 return assemble_hierarchy(
@@ -473,8 +477,14 @@ class SamProposer:
         seeds = [prop.point for prop in self._seeder.propose(image, "part")]
         return seeded_points(seeds, image.shape[:2], self.settings.perception.prompt_coarse_side)
 
-    def _object_level(self, proposals: list[Proposal], progress: _Progress) -> list[Proposal]:
-        """Centroid re-prompts (Eq. 2), plausible growth (:func:`choose_growth`), then Eq. 3."""
+    def _object_level(
+        self, proposals: list[Proposal], progress: _Progress, *, keep_groups: bool
+    ) -> list[Proposal]:
+        """Centroid re-prompts (Eq. 2), plausible growth (:func:`choose_growth`), groups, then Eq. 3.
+
+        ``keep_groups``: group level keeps the masks :func:`find_groups` marks (object level drops
+        them); at neither level do they act as Eq. 3 containers.
+        """
         if not proposals:
             return []
         p = self.settings.perception
@@ -496,8 +506,17 @@ class SamProposer:
             prop if k is None else group[k]
             for prop, group, k in zip(proposals, candidates, choice, strict=True)
         ]
-        keep = containment_filter([prop.mask for prop in grown], p.containment_thresh)
-        return [grown[i] for i in keep]
+        masks = [prop.mask for prop in grown]
+        groups = find_groups(
+            masks, tau=p.part_iou_thresh, tau_prime=p.containment_thresh, union_cover=p.union_cover
+        )
+        keep = containment_filter(
+            masks,
+            p.containment_thresh,
+            containers=[not group for group in groups],
+            full_frame=FULL_FRAME,
+        )
+        return [grown[i] for i in keep if keep_groups or not groups[i]]
 
     def _multimask(self, points: np.ndarray, progress: _Progress) -> list[list[Proposal]]:
         """Prompt SAM with each point in multi-mask mode: the three masks of every point.

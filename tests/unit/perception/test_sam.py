@@ -21,9 +21,10 @@ from dtwin_agent.perception.policy import (
     centroid_prompt_point,
     choose_growth,
     containment_filter,
+    find_groups,
     part_dedup,
 )
-from dtwin_agent.perception.sam import SamProposer
+from dtwin_agent.perception.sam import FULL_FRAME, SamProposer
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +298,10 @@ def test_object_policy_matches_predictor_on_centroids(tiny_sam, image) -> None:
         (prop.mask, prop.predicted_iou, prop.point) if k is None else group[k]
         for prop, group, k in zip(kept, candidates, choice, strict=True)
     ]
-    keep = containment_filter([m for m, _, _ in grown], tau_prime=0.8)
+    masks = [m for m, _, _ in grown]
+    groups = find_groups(masks, tau=p.part_iou_thresh, tau_prime=0.8, union_cover=p.union_cover)
+    keep = containment_filter(masks, tau_prime=0.8, containers=[not g for g in groups], full_frame=FULL_FRAME)
+    keep = [k for k in keep if not groups[k]]  # object level drops the groups
     assert len(got) == len(keep) > 0
     for prop, index in zip(got, keep, strict=True):
         mask, iou, point = grown[index]
@@ -311,6 +315,27 @@ def test_object_policy_matches_predictor_on_centroids(tiny_sam, image) -> None:
 def test_group_uses_the_object_pipeline(tiny_sam, image) -> None:
     proposer = SamProposer(make_settings(), model=tiny_sam)
     assert_same(proposer.propose(image, "group"), proposer.propose(image, "object"))
+
+
+def test_group_level_keeps_the_unions_object_level_drops(monkeypatch, tiny_sam, image) -> None:
+    """A mask :func:`find_groups` marks stays at group level only, beside its objects."""
+    import dtwin_agent.perception.sam as sam_module
+
+    proposer = SamProposer(make_settings(), model=tiny_sam)
+    seen = []
+
+    def largest_is_a_group(masks, **kwargs):  # pretend the largest mask is a union of others
+        largest = int(np.argmax([m.sum() for m in masks]))
+        seen.append(masks[largest])
+        return [k == largest for k in range(len(masks))]
+
+    monkeypatch.setattr(sam_module, "find_groups", largest_is_a_group)
+    grouped = proposer.propose(image, "group")
+    dropped = proposer.propose(image, "object")
+    assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
+    assert len(grouped) == len(dropped) + 1
+    assert any(np.array_equal(p.mask, seen[0]) for p in grouped)
+    assert not any(np.array_equal(p.mask, seen[0]) for p in dropped)
 
 
 def test_bad_inputs_raise_value_error(tiny_sam, image) -> None:

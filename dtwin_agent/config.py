@@ -151,6 +151,12 @@ class PerceptionSettings(_Section):
         le=1,
         description="a mask this much covered by two or more smaller masks is a group, not an object",
     )
+    scene_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a mask covering this share of the image (scene, floor, wall) never swallows others",
+    )
     policy: Literal["granularity", "sam_only"] = Field(
         default="granularity", description="sam_only: exactly SamAutomaticMaskGenerator's masks"
     )

@@ -11,7 +11,8 @@ After SAM's everything mode (``{m_1..m_N} = SAM_everything(x_img)``):
   background or the whole scene; :func:`find_groups` marks the masks that are groups of objects
   (nearly the union of two or more smaller masks); then :func:`containment_filter` drops every
   mask ``m_j`` whose intersection ratio ``R(m_j) = |m_j ∩ m*| / |m_j|`` with a larger kept mask
-  ``m*`` exceeds ``tau'`` (Eq. 3), where neither a group nor the whole scene may act as ``m*``.
+  ``m*`` exceeds ``tau'`` (Eq. 3), where neither a group nor a mask covering much of the image
+  (the scene, the floor) may act as ``m*``.
 
 Hierarchy twins (``perception.granularity = "hierarchy"``): :func:`assemble_hierarchy` puts the
 object-level and the part-level masks of one everything-mode run in one list, each part naming the
@@ -233,7 +234,12 @@ def choose_growth(
 
 
 def find_groups(
-    masks: Sequence[np.ndarray], *, tau: float, tau_prime: float, union_cover: float
+    masks: Sequence[np.ndarray],
+    predicted_ious: Sequence[float],
+    *,
+    tau: float,
+    tau_prime: float,
+    union_cover: float,
 ) -> list[bool]:
     """Object / group level: which masks are groups of objects, i.e. (nearly) unions of others.
 
@@ -245,13 +251,16 @@ def find_groups(
       ``|m_k ∩ c| / |m_k| > tau'``, smaller than ``c`` and not the same mask
       (``IoU(m_k, c) <= tau``, the part-level duplicate test), and
     - the members together cover at least ``union_cover`` of it:
-      ``|c ∩ (m_1 ∪ ... ∪ m_K)| >= union_cover * |c|``.
+      ``|c ∩ (m_1 ∪ ... ∪ m_K)| >= union_cover * |c|``, and
+    - SAM is surer of a member than of ``c``: ``IoU_pred(c) < max_k IoU_pred(m_k)``.
 
-    An object with parts inside it (a car and its wheels) is not a group as long as the parts
-    SAM found leave enough of it uncovered (the car's body is one object, not a member).
+    An object with parts inside it (a car and its wheels) is not a group when the parts SAM found
+    leave enough of it uncovered, or when SAM's predicted IoU for the whole is at least that of
+    every part (on the synthetic scenes every union of two objects scored below one of them).
 
     Args:
         masks: boolean ``H x W`` masks of one common shape (empty ones are never groups).
+        predicted_ious: SAM's predicted IoU of each mask.
         tau: the duplicate threshold (``perception.part_iou_thresh``), in [0, 1].
         tau_prime: Eq. 3's containment threshold ``tau'``, in [0, 1].
         union_cover: the share of ``c`` its members must cover, in [0, 1].
@@ -260,11 +269,16 @@ def find_groups(
         One flag per mask, in input order: True for a group.
 
     Raises:
-        ValueError: if a threshold is outside [0, 1] or the masks differ in shape.
+        ValueError: if a threshold is outside [0, 1], ``predicted_ious`` has not one value per
+            mask, or the masks differ in shape.
     """
     tau = _check_threshold("tau", tau)
     tau_prime = _check_threshold("tau_prime", tau_prime)
     union_cover = _check_threshold("union_cover", union_cover)
+    if len(predicted_ious) != len(masks):
+        raise ValueError(
+            f"predicted_ious needs one value per mask, got {len(predicted_ious)} for {len(masks)}"
+        )
     if len(masks) < 3:
         return [False] * len(masks)
     _common_shape(masks)
@@ -275,7 +289,7 @@ def find_groups(
     groups = [False] * len(masks)
     for c in range(len(masks)):
         members = np.flatnonzero((held[:, c] > tau_prime) & (same[:, c] <= tau) & (areas < areas[c]))
-        if members.size < 2:
+        if members.size < 2 or predicted_ious[c] >= max(predicted_ious[k] for k in members):
             continue
         union = mask_utils.merge([rles[k] for k in members], intersect=False)
         groups[c] = bool(_pairwise([rles[c]], [union], crowd=True)[0, 0] >= union_cover)
@@ -287,7 +301,7 @@ def containment_filter(
     tau_prime: float,
     *,
     containers: Sequence[bool] | None = None,
-    full_frame: float | None = None,
+    scene_share: float | None = None,
 ) -> list[int]:
     """Object / group level: drop masks mostly contained in a larger kept mask (paper Eq. 3).
 
@@ -297,8 +311,9 @@ def containment_filter(
     larger or equal) mask ``m*`` that may act as a container, and kept otherwise. Applying Eq. 3
     against every kept mask rather than only the single largest one is what removes the parts of
     every object, not just of the biggest. A mask may not act as a container when ``containers``
-    says so (the groups of :func:`find_groups`) or when it covers at least ``full_frame`` of the
-    image (the whole scene holds every object); such masks are still kept themselves. Empty masks
+    says so (the groups of :func:`find_groups`) or when it covers at least ``scene_share`` of the
+    image: such a mask is the scene, the floor, a table top or a wall with the objects on it, and
+    as ``m*`` it would remove all of them. Such masks are still kept themselves. Empty masks
     are always dropped (``R`` is undefined). Ratios come from pycocotools' crowd IoU, which is
     exactly ``|dt ∩ gt| / |dt|``.
 
@@ -307,19 +322,19 @@ def containment_filter(
         tau_prime: the containment threshold ``tau'``, in [0, 1].
         containers: one flag per mask, False for a mask that may not drop others (default: all
             may).
-        full_frame: a mask covering this share of the image is the scene, not a container, in
+        scene_share: a mask covering this share of the image or more is not a container, in
             [0, 1] (default: no such rule).
 
     Returns:
         Indices into ``masks`` of the kept masks, largest first.
 
     Raises:
-        ValueError: if ``tau_prime`` or ``full_frame`` is outside [0, 1], ``containers`` has not
+        ValueError: if ``tau_prime`` or ``scene_share`` is outside [0, 1], ``containers`` has not
             one flag per mask, or the masks differ in shape.
     """
     tau_prime = _check_threshold("tau_prime", tau_prime)
-    if full_frame is not None:
-        full_frame = _check_threshold("full_frame", full_frame)
+    if scene_share is not None:
+        scene_share = _check_threshold("scene_share", scene_share)
     if containers is not None and len(containers) != len(masks):
         raise ValueError(f"containers needs one flag per mask, got {len(containers)} for {len(masks)}")
     if not masks:
@@ -331,8 +346,8 @@ def containment_filter(
     if not order:
         return []
     can_hold = np.ones(len(masks), bool) if containers is None else np.asarray(containers, bool)
-    if full_frame is not None:
-        can_hold &= areas < full_frame * height * width
+    if scene_share is not None:
+        can_hold &= areas < scene_share * height * width
     # ratio[j, k] = |m_j ∩ m_k| / |m_j| (pycocotools: rows are "detections", crowd "ground truths")
     ratio = _pairwise(rles, rles, crowd=True)
     kept: list[int] = []

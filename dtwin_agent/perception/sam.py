@@ -23,11 +23,12 @@ Pipeline for one image (``H x W x 3`` uint8):
      SAM again in multi-mask mode, **reusing the same image embedding**; a re-prompted mask
      replaces the original only when it is a plausible growth of it
      (:func:`~dtwin_agent.perception.policy.choose_growth`); masks that are (nearly) unions of
-     two or more others are groups (:func:`~dtwin_agent.perception.policy.find_groups`, ``cover =
-     union_cover``); then :func:`~dtwin_agent.perception.policy.containment_filter` with
-     ``tau' = containment_thresh`` (Eq. 3), where neither a group nor a mask covering the whole
-     frame may act as the container ``m*``. ``object`` drops the groups (their objects stay),
-     ``group`` keeps them beside their objects;
+     two or more others, with a lower predicted IoU than one of them, are groups
+     (:func:`~dtwin_agent.perception.policy.find_groups`, ``union_cover``); then
+     :func:`~dtwin_agent.perception.policy.containment_filter` with ``tau' = containment_thresh``
+     (Eq. 3), where neither a group nor a mask covering ``scene_share`` of the image (the scene,
+     the floor) may act as the container ``m*``. ``object`` drops the groups (their objects
+     stay), ``group`` keeps them beside their objects;
    - ``hierarchy``: both of the above from the one everything-mode pass, each part naming its
      object (:func:`~dtwin_agent.perception.policy.assemble_hierarchy`).
 
@@ -508,13 +509,17 @@ class SamProposer:
         ]
         masks = [prop.mask for prop in grown]
         groups = find_groups(
-            masks, tau=p.part_iou_thresh, tau_prime=p.containment_thresh, union_cover=p.union_cover
+            masks,
+            [prop.predicted_iou for prop in grown],
+            tau=p.part_iou_thresh,
+            tau_prime=p.containment_thresh,
+            union_cover=p.union_cover,
         )
         keep = containment_filter(
             masks,
             p.containment_thresh,
             containers=[not group for group in groups],
-            full_frame=FULL_FRAME,
+            scene_share=p.scene_share,
         )
         return [grown[i] for i in keep if keep_groups or not groups[i]]
 

@@ -131,15 +131,18 @@ def test_containment_skips_masks_that_may_not_be_containers() -> None:
         containment_filter([inner, outer], tau_prime=0.8, containers=[True])
 
 
-def test_containment_whole_frame_mask_is_the_scene_not_a_container() -> None:
+def test_containment_scene_share_mask_is_not_a_container() -> None:
     scene = box(0, 0, W, H)  # SAM's everything mode returns the whole frame as one mask
     cup, saucer = box(5, 5, 12, 12), box(20, 20, 30, 30)
-    assert containment_filter([cup, scene, saucer], tau_prime=0.8, full_frame=0.95) == [1, 2, 0]
+    assert containment_filter([cup, scene, saucer], tau_prime=0.8, scene_share=0.5) == [1, 2, 0]
     assert containment_filter([cup, scene, saucer], tau_prime=0.8) == [1]  # without the rule: Eq. 3
-    almost = box(0, 0, W, H - 4)  # 90% of the image: an object (a table top) may still hold others
-    assert containment_filter([cup, almost], tau_prime=0.8, full_frame=0.95) == [1]
-    with pytest.raises(ValueError, match="full_frame"):
-        containment_filter([cup], tau_prime=0.8, full_frame=1.5)
+    table = box(0, 10, W, H)  # 75% of the image: the table top with the cup on it
+    assert containment_filter([cup, table], tau_prime=0.8, scene_share=0.5) == [1, 0]
+    car = box(0, 0, W, 19)  # 47.5% of the image: an object, it holds its parts
+    wheel = box(5, 14, 10, 19)
+    assert containment_filter([car, wheel], tau_prime=0.8, scene_share=0.5) == [0]
+    with pytest.raises(ValueError, match="scene_share"):
+        containment_filter([cup], tau_prime=0.8, scene_share=1.5)
 
 
 # --------------------------------------------------------------------------- groups (unions of objects)
@@ -147,10 +150,17 @@ def test_containment_whole_frame_mask_is_the_scene_not_a_container() -> None:
 GROUPS = {"tau": 0.85, "tau_prime": 0.8, "union_cover": 0.9}
 
 
+def groups(masks, ious=None, **changes):
+    """find_groups with the default thresholds; SAM surest of the smallest mask unless ``ious``."""
+    if ious is None:
+        ious = [1.0 - m.sum() / m.size for m in masks]
+    return find_groups(masks, ious, **(GROUPS | changes))
+
+
 def test_group_union_of_two_touching_objects() -> None:
     cup, saucer = box(10, 10, 18, 18), box(18, 10, 26, 18)  # touching: the union is one component
     both = box(10, 10, 26, 18)
-    assert find_groups([both, cup, saucer], **GROUPS) == [True, False, False]
+    assert groups([both, cup, saucer]) == [True, False, False]
     # as Eq. 3's m* the union would drop both objects; as a group it holds nothing
     keep = containment_filter([both, cup, saucer], tau_prime=0.8, containers=[False, True, True])
     assert keep == [0, 1, 2]
@@ -159,44 +169,53 @@ def test_group_union_of_two_touching_objects() -> None:
 def test_group_union_of_two_objects_apart() -> None:
     left, right = box(2, 5, 10, 15), box(30, 20, 40, 30)
     both = left | right  # two connected components
-    assert find_groups([left, both, right], **GROUPS) == [False, True, False]
+    assert groups([left, both, right]) == [False, True, False]
 
 
 def test_group_needs_members_to_cover_union_cover() -> None:
     car = box(5, 10, 45, 30)  # 800 px
     wheels = [box(8, 26, 14, 30), box(36, 26, 42, 30)]  # 24 px each: the car holds its parts
-    assert find_groups([car, *wheels], **GROUPS) == [False, False, False]
+    assert groups([car, *wheels]) == [False, False, False]
     keep = containment_filter([car, *wheels], tau_prime=0.8, containers=[True] * 3)
     assert keep == [0]  # Eq. 3: the wheels go into the car at object level
     body = box(5, 10, 45, 26)  # the parts SAM found cover the car: 640 + 48 of 800 px = 0.86
-    assert find_groups([car, body, *wheels], **GROUPS) == [False, False, False, False]
-    assert find_groups([car, body, *wheels], **(GROUPS | {"union_cover": 0.85})) == [True] + [False] * 3
+    assert groups([car, body, *wheels]) == [False, False, False, False]
+    assert groups([car, body, *wheels], union_cover=0.85) == [True] + [False] * 3
 
 
 def test_group_needs_two_members() -> None:
     obj, part = box(10, 10, 30, 30), box(10, 10, 30, 27)  # one member: IoU 0.85 <= tau, covers 0.85
     other = box(40, 0, 50, 10)
-    loose = GROUPS | {"union_cover": 0.8}
-    assert find_groups([obj, part, other], **loose) == [False, False, False]
+    assert groups([obj, part, other], union_cover=0.8) == [False, False, False]
     half = box(10, 27, 30, 30)  # a second member
-    assert find_groups([obj, part, other, half], **loose) == [True, False, False, False]
+    assert groups([obj, part, other, half], union_cover=0.8) == [True, False, False, False]
 
 
 def test_group_members_are_not_duplicates_of_the_mask() -> None:
     obj = box(10, 10, 30, 30)  # 400 px
     copy_a, copy_b = box(10, 10, 30, 29), box(10, 11, 30, 30)  # IoU 0.95 > tau: the same object
-    assert find_groups([obj, copy_a, copy_b], **GROUPS) == [False, False, False]
-    assert find_groups([obj, copy_a, copy_b], **(GROUPS | {"tau": 0.99})) == [True, False, False]
+    assert groups([obj, copy_a, copy_b]) == [False, False, False]
+    assert groups([obj, copy_a, copy_b], tau=0.99) == [True, False, False]
+
+
+def test_group_only_when_sam_is_surer_of_a_member() -> None:
+    cup, saucer = box(10, 10, 18, 18), box(18, 10, 26, 18)
+    both = box(10, 10, 26, 18)
+    assert groups([both, cup, saucer], [0.93, 0.97, 0.95]) == [True, False, False]
+    # SAM as sure of the whole as of each part: one object whose parts tile it (a shirt, two sleeves)
+    assert groups([both, cup, saucer], [0.97, 0.97, 0.95]) == [False, False, False]
 
 
 def test_find_groups_validates() -> None:
     a = box(0, 0, 5, 5)
-    assert find_groups([], **GROUPS) == []
-    assert find_groups([a, a], **GROUPS) == [False, False]
+    assert groups([]) == []
+    assert groups([a, a]) == [False, False]
     with pytest.raises(ValueError, match="union_cover"):
-        find_groups([a], **(GROUPS | {"union_cover": -0.1}))
+        groups([a], union_cover=-0.1)
     with pytest.raises(ValueError, match="shape"):
-        find_groups([a, a, np.zeros((3, 3), bool)], **GROUPS)
+        groups([a, a, np.zeros((3, 3), bool)])
+    with pytest.raises(ValueError, match="predicted_ious"):
+        find_groups([a, a, a], [0.9], **GROUPS)
 
 
 # --------------------------------------------------------------------------- re-prompt growth (object level)

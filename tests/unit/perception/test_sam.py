@@ -24,7 +24,7 @@ from dtwin_agent.perception.policy import (
     find_groups,
     part_dedup,
 )
-from dtwin_agent.perception.sam import FULL_FRAME, SamProposer
+from dtwin_agent.perception.sam import SamProposer
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +299,11 @@ def test_object_policy_matches_predictor_on_centroids(tiny_sam, image) -> None:
         for prop, group, k in zip(kept, candidates, choice, strict=True)
     ]
     masks = [m for m, _, _ in grown]
-    groups = find_groups(masks, tau=p.part_iou_thresh, tau_prime=0.8, union_cover=p.union_cover)
-    keep = containment_filter(masks, tau_prime=0.8, containers=[not g for g in groups], full_frame=FULL_FRAME)
+    groups = find_groups(
+        masks, [v for _, v, _ in grown], tau=p.part_iou_thresh, tau_prime=0.8, union_cover=p.union_cover
+    )
+    containers = [not g for g in groups]
+    keep = containment_filter(masks, tau_prime=0.8, containers=containers, scene_share=p.scene_share)
     keep = [k for k in keep if not groups[k]]  # object level drops the groups
     assert len(got) == len(keep) > 0
     for prop, index in zip(got, keep, strict=True):
@@ -324,7 +327,7 @@ def test_group_level_keeps_the_unions_object_level_drops(monkeypatch, tiny_sam, 
     proposer = SamProposer(make_settings(), model=tiny_sam)
     seen = []
 
-    def largest_is_a_group(masks, **kwargs):  # pretend the largest mask is a union of others
+    def largest_is_a_group(masks, ious, **kwargs):  # pretend the largest mask is a union of others
         largest = int(np.argmax([m.sum() for m in masks]))
         seen.append(masks[largest])
         return [k == largest for k in range(len(masks))]

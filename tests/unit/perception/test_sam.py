@@ -320,6 +320,7 @@ def test_group_uses_the_object_pipeline(tiny_sam, image) -> None:
     assert_same(proposer.propose(image, "group"), proposer.propose(image, "object"))
 
 
+@pytest.mark.slow
 def test_group_level_keeps_the_unions_object_level_drops(monkeypatch, tiny_sam, image) -> None:
     """A mask :func:`find_groups` marks stays at group level only, beside its objects."""
     import dtwin_agent.perception.sam as sam_module

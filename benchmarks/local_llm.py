@@ -26,7 +26,7 @@ prose, and prompt tokens/s of an uncached ~700-token prompt; the load average is
 Usage::
 
     python benchmarks/local_llm.py [--n 48] [--kinds referring,empty] [--set reasoning.samples=3]
-        [--model offline] [--dump answers.jsonl]
+        [--model offline] [--dump answers.jsonl [--resume]]
     python benchmarks/local_llm.py --speed [--rounds 4] [--configs 2/1,2/2]
 
 Needs: ``dtwin models fetch --offline-profile`` (the local LLM) and ``xllamacpp``. Nothing here
@@ -364,6 +364,14 @@ def table(rows: list[dict[str, Any]], title: str) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def _dumped(path: str | None, overrides: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows of an earlier run in ``path`` (``--dump``) made with the same overrides, by (kind, query)."""
+    if not path or not Path(path).is_file():
+        return {}
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(r["kind"], r["query"]): r for r in rows if r.get("overrides") == overrides}
+
+
 def reasoner_benchmark(args: argparse.Namespace) -> None:
     from dtwin_agent.config import resolve_settings
 
@@ -373,8 +381,12 @@ def reasoner_benchmark(args: argparse.Namespace) -> None:
     kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
     cases = make_cases(args.n, kinds, args.seed)
     load = os.getloadavg()
+    done = _dumped(args.dump, overrides) if args.resume else {}
     rows = []
     for case in cases:
+        if (case.kind, case.query) in done:  # measured before with the same settings (--resume)
+            rows.append(done[(case.kind, case.query)])
+            continue
         row = run_case(case, settings)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -442,6 +454,11 @@ def main() -> None:
     parser.add_argument("--model", default="offline", help="models.llm (default: the offline profile's LLM)")
     parser.add_argument("--set", action="append", default=[], help="setting override KEY=VALUE")
     parser.add_argument("--dump", default=None, help="append every row to this JSONL file")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --dump: cases already in it (same settings) are not run again",
+    )
     parser.add_argument("--speed", action="store_true", help="llama.cpp thread settings instead")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--configs", default="2/1,2/2", help="PROMPT_THREADS/GEN_THREADS,...")

@@ -364,12 +364,14 @@ def table(rows: list[dict[str, Any]], title: str) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def _dumped(path: str | None, overrides: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Rows of an earlier run in ``path`` (``--dump``) made with the same overrides, by (kind, query)."""
+def _dumped(path: str | None, overrides: dict[str, Any]) -> dict[tuple[int, str, str], dict[str, Any]]:
+    """Rows of an earlier run in ``path`` (``--dump``) with the same overrides, by (case index, kind, query)."""
     if not path or not Path(path).is_file():
         return {}
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {(r["kind"], r["query"]): r for r in rows if r.get("overrides") == overrides}
+    return {
+        (r["case"], r["kind"], r["query"]): r for r in rows if r.get("overrides") == overrides and "case" in r
+    }
 
 
 def reasoner_benchmark(args: argparse.Namespace) -> None:
@@ -383,11 +385,16 @@ def reasoner_benchmark(args: argparse.Namespace) -> None:
     load = os.getloadavg()
     done = _dumped(args.dump, overrides) if args.resume else {}
     rows = []
-    for case in cases:
-        if (case.kind, case.query) in done:  # measured before with the same settings (--resume)
-            rows.append(done[(case.kind, case.query)])
+    for index, case in enumerate(cases):
+        key = (
+            index,
+            case.kind,
+            case.query,
+        )  # a query may come back on another scene: the index tells them apart
+        if key in done:  # measured before with the same settings (--resume)
+            rows.append(done[key])
             continue
-        row = run_case(case, settings)
+        row = {"case": index, **run_case(case, settings)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.dump:

@@ -365,7 +365,7 @@ def table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def _dumped(path: str | None, overrides: dict[str, Any]) -> dict[tuple[int, str, str], dict[str, Any]]:
-    """Rows of an earlier run in ``path`` (``--dump``) with the same overrides, by (case index, kind, query)."""
+    """Rows of an earlier run in ``path`` (``--dump``), same overrides, by (case index, kind, query)."""
     if not path or not Path(path).is_file():
         return {}
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -56,7 +56,8 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-FORCED_EXIT = 130
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 @contextlib.contextmanager
@@ -85,7 +86,7 @@ def interrupt_twice(stop_local_models: bool = False) -> Iterator[None]:
             sys.stdout.flush()
             sys.stderr.write("error: interrupted again: quitting at once (the running step is lost)\n")
             sys.stderr.flush()
-            os._exit(FORCED_EXIT)
+            os._exit(INTERRUPTED)
         sys.stderr.write("interrupting: waiting for the running step to end (Ctrl-C again to quit at once)\n")
         sys.stderr.flush()
         if stop_local_models:
@@ -129,7 +130,7 @@ def handle_errors(
             except DTwinError as exc:
                 fail(str(exc), 1)
             except KeyboardInterrupt:
-                fail(interrupted, 130)
+                fail(interrupted, INTERRUPTED)
             except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
                 fail(f"{type(exc).__name__}: {exc}", 1)
 
@@ -201,5 +202,5 @@ class OneLineGroup(TyperGroup):
             sys.exit(exc.exit_code)
         except typer.Abort:  # typer._click has no Abort of its own: typer.Abort is the one raised
             err.print("error: aborted", markup=False, highlight=False)
-            sys.exit(130)
+            sys.exit(INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)

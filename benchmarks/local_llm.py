@@ -386,11 +386,8 @@ def reasoner_benchmark(args: argparse.Namespace) -> None:
     done = _dumped(args.dump, overrides) if args.resume else {}
     rows = []
     for index, case in enumerate(cases):
-        key = (
-            index,
-            case.kind,
-            case.query,
-        )  # a query may come back on another scene: the index tells them apart
+        # a query can come back on another scene: the index tells the two cases apart
+        key = (index, case.kind, case.query)
         if key in done:  # measured before with the same settings (--resume)
             rows.append(done[key])
             continue

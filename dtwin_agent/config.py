@@ -223,6 +223,12 @@ class ReasoningSettings(_Section):
         description="show the LLM the deterministic keyword/rank pre-filter's candidates, which it may "
         "override (dtwin_agent.reasoning.prefilter)",
     )
+    restate: bool = Field(
+        default=True,
+        description="when the request's own words give the pre-filter nothing to match, ask the LLM once "
+        'for the request in plain words ("blue shape", "knife"), shown to it and matched by the '
+        "pre-filter (dtwin_agent.reasoning.llm; benchmarks/local_llm.py measured it)",
+    )
     samples: int = Field(
         default=1,
         ge=1,

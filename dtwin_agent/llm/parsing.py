@@ -23,6 +23,7 @@ from dtwin_agent.llm.schemas import (
     KeptObject,
     ObjectLabel,
     RefineStepOutput,
+    Restatement,
     SemanticBatch,
     SingleShotOutput,
 )
@@ -543,6 +544,33 @@ def parse_granularity_report(text: str) -> tuple[GranularityChoice, ParseReport]
         report.note("read the level from prose")
         return GranularityChoice(granularity=named.pop(), reason=prose.strip()[:300]), report
     raise ParseError(_GRANULARITY_HELP)
+
+
+def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
+    """Parse the request restated in plain words: ``{"plain": "blue shape"}`` or one short line.
+
+    Raises:
+        ParseError: when the answer holds no words, or prose longer than a short phrase.
+
+    """
+    report = ParseReport()
+    value: Any = None
+    try:
+        value = extract_json(text, report)
+    except ParseError:
+        pass
+    if isinstance(value, dict):
+        plain = _text_field(value, ("plain", "words", "request", "answer"), report)
+    elif isinstance(value, str):
+        plain = value
+    else:
+        plain = _THINK.sub("", text if isinstance(text, str) else "").strip().strip('"')
+        if len(plain.split()) > 12 or "\n" in plain:
+            raise ParseError('answer with JSON only: {"plain": "a few words"}')
+    plain = " ".join(str(plain).split())
+    if not plain:
+        raise ParseError('no words found; answer with JSON only: {"plain": "a few words"}')
+    return Restatement(plain=plain[:80]), report
 
 
 def parse_granularity(text: str) -> GranularityChoice:

@@ -60,7 +60,17 @@ class SingleShotOutput(BaseModel):
     ids: list[int] = Field(default_factory=list)
 
 
-MAX_CHARS = {"reasoning": 400, "reason": 400, "semantic": 160, "observation": 200}
+class Restatement(BaseModel):
+    """The request in plain words: what kind of object, or which colour, shape or place it has.
+
+    Asked only when the request's own words give the keyword pre-filter nothing to match
+    ("the shape with the colour of the sky" -> "blue shape"); the pre-filter then reads these words.
+    """
+
+    plain: str = Field(default="", description="a few plain words naming what the request asks for")
+
+
+MAX_CHARS = {"reasoning": 400, "reason": 400, "semantic": 160, "observation": 200, "plain": 80}
 """The longest text field a constrained local model may write, by field name (other strings: 400)."""
 
 

@@ -12,14 +12,17 @@ step and for every query on that twin), then what is specific to this call: the 
 query, the step (at step j >= 2, JSON(D^(j-1)) of the objects still in question) and the
 pre-filter's hint. A second step or a follow-up query on a cached twin reads only that tail.
 
-Two levers from ``reasoning`` settings: ``prefilter`` (the deterministic keyword/rank candidates
-of :mod:`dtwin_agent.reasoning.prefilter`, shown as a hint the model may override) and
+Three levers from ``reasoning`` settings: ``prefilter`` (the deterministic keyword/rank candidates
+of :mod:`dtwin_agent.reasoning.prefilter`, shown as a hint the model may override), ``restate``
+(when the request's own words give the pre-filter nothing, one short call restates it in plain
+words, "the shape as blue as the sea" -> "blue shape"; the pre-filter matches those and the model
+reads them beside the request; asked once per model, request and dialogue in this process) and
 ``samples`` (self-consistency: k answers, the first greedy, the most frequent id set wins).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,17 +34,21 @@ from dtwin_agent.llm.call import invoke_structured
 from dtwin_agent.llm.parsing import (
     parse_granularity,
     parse_refine_step,
+    parse_restatement,
     parse_single_shot,
     unusable_answer,
 )
 from dtwin_agent.llm.prompts import render_prompt, system_prompt
-from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, SingleShotOutput
+from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, Restatement, SingleShotOutput
 from dtwin_agent.llm.usage import Usage
 from dtwin_agent.reasoning.base import Reply, step_from_kept
 from dtwin_agent.reasoning.prefilter import hint_text, suggest
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 TEXT_ONLY_NOTE = "You cannot see the photo; decide from the request alone."
+RESTATED_MAX = 256
+"""Restatements kept in this process (a follow-up step or second opinion reuses the first one's)."""
+_RESTATED: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 PHOTO_NOTE = "The photo follows."
 
 
@@ -110,6 +117,19 @@ def single_shot_messages(
         hint=hint,
     )
     return [SystemMessage(system_prompt("single_shot.system.md")), HumanMessage(user.rstrip("\n"))]
+
+
+def restate_messages(query: str, dialogue: str = "") -> list[BaseMessage]:
+    """The messages asking for the request in plain words (no twin: a short, cheap call)."""
+    user = render_prompt("restate.user.md", dialogue_block=_dialogue_block(dialogue), query=query)
+    return [SystemMessage(render_prompt("restate.system.md")), HumanMessage(user.rstrip("\n"))]
+
+
+def restated_hint(plain: str) -> str:
+    """The line the LLM reads about the restatement (empty for none)."""
+    if not plain:
+        return ""
+    return f'\nThe request in plain words (a rewrite; the request itself decides): "{plain}".'
 
 
 def sftdt_messages(twin: DigitalTwin, query: str, dialogue: str = "") -> list[BaseMessage]:
@@ -225,17 +245,53 @@ class LLMReasoner:
         )
         return Reply(parsed, report, problem)
 
-    def _hint(self, twin: DigitalTwin, query: str, previous: ReasoningStep) -> str:
-        if not self.settings.reasoning.prefilter:
-            return ""
+    def restated(self, query: str, dialogue: str, usage: Usage) -> str:
+        """``query`` in plain words (:class:`~dtwin_agent.llm.schemas.Restatement`); "" when unusable.
+
+        Asked once per (model, query, dialogue) in this process; the call is counted in ``usage``
+        under ``refine``. An unusable answer (after the one repair) is no restatement, not a failure.
+        """
+        key = (self.name, query, dialogue)
+        if key in _RESTATED:
+            _RESTATED.move_to_end(key)
+            return _RESTATED[key]
+        result = invoke_structured(
+            self.model,
+            restate_messages(query, dialogue),
+            Restatement,
+            parse=parse_restatement,
+            settings=self.settings,
+            usage=usage,
+            stage="refine",
+        )
+        plain = result.parsed.plain if result.parsed is not None else ""
+        if plain.strip().lower() == query.strip().lower():
+            plain = ""  # the request again: nothing new to match or read
+        _RESTATED[key] = plain
+        while len(_RESTATED) > RESTATED_MAX:
+            _RESTATED.popitem(last=False)
+        return plain
+
+    def _hint(
+        self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
+    ) -> str:
+        """The pre-filter's line, and the restatement's when the request's words gave it nothing."""
+        reasoning = self.settings.reasoning
         semantics = {i: p.semantic for i, p in twin.prompt_twin(previous).root.items()}
-        return hint_text(suggest(twin, query, previous.ids, semantics))
+        suggestion = suggest(twin, query, previous.ids, semantics) if reasoning.prefilter else None
+        plain = ""
+        if reasoning.restate and suggestion is None:
+            plain = self.restated(query, dialogue, usage)
+            if plain and reasoning.prefilter:
+                suggestion = suggest(twin, plain, previous.ids, semantics)
+        return restated_hint(plain) + hint_text(suggestion)
 
     def refine(
         self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
     ) -> Reply[ReasoningStep]:
         """One refinement step; ids outside D^(j-1) are dropped and reported."""
-        messages = refine_messages(twin, query, previous, dialogue, self._hint(twin, query, previous))
+        hint = self._hint(twin, query, previous, dialogue, usage)
+        messages = refine_messages(twin, query, previous, dialogue, hint)
         parsed, report, problem = self._ask(
             messages,
             RefineStepOutput,
@@ -252,7 +308,8 @@ class LLMReasoner:
     def single_shot(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[ReasoningStep]:
         """The chosen ids with one reason for all (paper Eq. 6)."""
         start = ReasoningStep(step=0, ids=twin.ids)
-        messages = single_shot_messages(twin, query, dialogue, self._hint(twin, query, start))
+        hint = self._hint(twin, query, start, dialogue, usage)
+        messages = single_shot_messages(twin, query, dialogue, hint)
         parsed, report, problem = self._ask(
             messages,
             SingleShotOutput,

@@ -65,7 +65,9 @@ UNUSABLE = {
 def run(mode: str, answers: list[str]) -> tuple[SegmentationResult, ScriptedChatModel]:
     pending = iter(answers)
     model = ScriptedChatModel(respond=lambda messages: next(pending, answers[-1]))
-    settings = Settings(models={"llm": model, "structured_output": "prompt"}, reasoning={"mode": mode})
+    settings = Settings(
+        models={"llm": model, "structured_output": "prompt"}, reasoning={"mode": mode, "restate": False}
+    )
     twin = toy_twin()
     out = (
         build_graph(perception=False)

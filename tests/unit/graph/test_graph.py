@@ -48,6 +48,7 @@ def scripted_llm(step_answers):
 
 def settings_with(vlm, llm, **extra):
     base = {"models.vlm": vlm, "models.llm": llm, "cache.enabled": False, "perception.max_image_side": 96}
+    base["reasoning.restate"] = False  # scripted answers in order; the restatement has its own tests
     return resolve_settings(overrides=base | extra)  # the environment the isolating fixture set, too
 
 

@@ -32,6 +32,8 @@ def recording_llm() -> ScriptedChatModel:
     def respond(messages: list[BaseMessage]) -> str:
         PROMPTS.append("\n".join(m.text for m in messages))
         query = re.search(r"<query>(.*?)</query>", human_text(messages), re.S).group(1)
+        if "<digital_twin" not in human_text(messages):  # the request restated in plain words
+            return json.dumps({"plain": query})
         scores = keyword_scores(query, {int(k): v["semantic"] for k, v in twin_of(messages).items()})
         kept = [{"reasoning": f"it shares {', '.join(w)}", "id": i} for i, w in scores.items() if w]
         return json.dumps({"objects": kept})

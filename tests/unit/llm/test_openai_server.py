@@ -32,6 +32,8 @@ def answer(body: dict) -> str:
     if "Label these regions" in text:
         ids = [int(x) for x in re.findall(r"#(\d+)", text.split("Label these regions:")[1].split(".")[0])]
         return json.dumps({"objects": [{"id": i, "observation": "o", "semantic": NAMES[i]} for i in ids]})
+    if "<digital_twin" not in text:  # the request restated in plain words
+        return json.dumps({"plain": re.search(r"<query>(.*?)</query>", text, re.S).group(1)})
     twin = json.loads(re.search(r"<digital_twin[^>]*>(.*?)</digital_twin>", text, re.S).group(1))
     keep = [int(k) for k, v in twin.items() if "apple" in v["semantic"] or "pear" in v["semantic"]]
     return json.dumps(
@@ -70,8 +72,11 @@ def test_segment_through_chatopenai_base_url(server):
         content = json.dumps(body["messages"])
         if body["model"] == "test-vlm":
             assert "image_url" in content or '"image"' in content
-        else:
-            assert "base64" not in content and "<digital_twin>" in content
+        else:  # the request restated in plain words (text only), then JSON(D), never pixels
+            assert "base64" not in content
+            assert "<digital_twin>" in content or "plain words" in content
+    llm_calls = [json.dumps(b["messages"]) for b in server.requests if b["model"] == "test-llm"]
+    assert "plain words" in llm_calls[0] and all("<digital_twin objects" in c for c in llm_calls[1:])
     # native structured output was requested with a JSON schema
     assert any("response_format" in b or "tools" in b for b in server.requests)
-    assert result.usage["stages"]["refine"]["input_tokens"] == 200
+    assert result.usage["stages"]["refine"]["input_tokens"] == 100 * len(llm_calls) == 300

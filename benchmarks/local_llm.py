@@ -340,6 +340,7 @@ def run_case(case: Case, settings: Any) -> dict[str, Any]:
         "reasoning": [o.reasoning for o in result.chosen],
         "path": [s.ids for s in result.steps[1:]],
         "notes": [n for s in result.steps for n in (s.report or {}).get("notes", [])],
+        "restated": next((s.report["restated"] for s in result.steps if (s.report or {}).get("restated")), ""),
     }  # fmt: skip
 
 

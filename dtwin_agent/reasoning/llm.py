@@ -274,8 +274,8 @@ class LLMReasoner:
 
     def _hint(
         self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
-    ) -> str:
-        """The pre-filter's line, and the restatement's when the request's words gave it nothing."""
+    ) -> tuple[str, str]:
+        """``(hint, plain)``: the pre-filter's line (and the restatement's), the restatement or ""."""
         reasoning = self.settings.reasoning
         semantics = {i: p.semantic for i, p in twin.prompt_twin(previous).root.items()}
         suggestion = suggest(twin, query, previous.ids, semantics) if reasoning.prefilter else None
@@ -284,13 +284,13 @@ class LLMReasoner:
             plain = self.restated(query, dialogue, usage)
             if plain and reasoning.prefilter:
                 suggestion = suggest(twin, plain, previous.ids, semantics)
-        return restated_hint(plain) + hint_text(suggestion)
+        return restated_hint(plain) + hint_text(suggestion), plain
 
     def refine(
         self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
     ) -> Reply[ReasoningStep]:
         """One refinement step; ids outside D^(j-1) are dropped and reported."""
-        hint = self._hint(twin, query, previous, dialogue, usage)
+        hint, plain = self._hint(twin, query, previous, dialogue, usage)
         messages = refine_messages(twin, query, previous, dialogue, hint)
         parsed, report, problem = self._ask(
             messages,
@@ -300,6 +300,8 @@ class LLMReasoner:
             usage,
             "refine",
         )
+        if plain:
+            report["restated"] = plain
         if parsed is None:
             return Reply(None, report, problem)
         kept = [(o.id, o.semantic, o.reasoning) for o in parsed.objects]
@@ -308,7 +310,7 @@ class LLMReasoner:
     def single_shot(self, twin: DigitalTwin, query: str, dialogue: str, usage: Usage) -> Reply[ReasoningStep]:
         """The chosen ids with one reason for all (paper Eq. 6)."""
         start = ReasoningStep(step=0, ids=twin.ids)
-        hint = self._hint(twin, query, start, dialogue, usage)
+        hint, plain = self._hint(twin, query, start, dialogue, usage)
         messages = single_shot_messages(twin, query, dialogue, hint)
         parsed, report, problem = self._ask(
             messages,
@@ -318,6 +320,8 @@ class LLMReasoner:
             usage,
             "refine",
         )
+        if plain:
+            report["restated"] = plain
         if parsed is None:
             return Reply(None, report, problem)
         kept = [(i, "", parsed.reason) for i in parsed.ids]

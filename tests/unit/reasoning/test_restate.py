@@ -80,6 +80,7 @@ def test_the_plain_words_reach_the_prefilter_and_the_reasoner_once_per_request()
     restate = llm.calls[0]
     assert "<query>the shape with the colour of the sea</query>" in human_text(restate)
     assert result.usage["stages"]["refine"]["calls"] == 3  # the restatement is counted
+    assert [s.report.get("restated") for s in result.steps[1:]] == ["blue shape", "blue shape"]
 
 
 def test_requests_whose_own_words_match_ask_nothing_more() -> None:

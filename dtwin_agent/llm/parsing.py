@@ -570,7 +570,7 @@ def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
     plain = " ".join(str(plain).split())
     if not plain:
         raise ParseError('no words found; answer with JSON only: {"plain": "a few words"}')
-    return Restatement(plain=plain[:80]), report
+    return Restatement(plain=plain[:120]), report
 
 
 def parse_granularity(text: str) -> GranularityChoice:

@@ -67,10 +67,18 @@ class Restatement(BaseModel):
     ("the shape with the colour of the sky" -> "blue shape"); the pre-filter then reads these words.
     """
 
+    thought: str = Field(default="", description="one short sentence: what the request means")
     plain: str = Field(default="", description="a few plain words naming what the request asks for")
 
 
-MAX_CHARS = {"reasoning": 400, "reason": 400, "semantic": 160, "observation": 200, "plain": 80}
+MAX_CHARS = {
+    "reasoning": 400,
+    "reason": 400,
+    "semantic": 160,
+    "observation": 200,
+    "plain": 120,
+    "thought": 200,
+}
 """The longest text field a constrained local model may write, by field name (other strings: 400)."""
 
 

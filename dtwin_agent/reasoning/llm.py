@@ -15,19 +15,21 @@ pre-filter's hint. A second step or a follow-up query on a cached twin reads onl
 Three levers from ``reasoning`` settings: ``prefilter`` (the deterministic keyword/rank candidates
 of :mod:`dtwin_agent.reasoning.prefilter`, shown as a hint the model may override), ``restate``
 (when the request's own words give the pre-filter nothing, one short call restates it in plain
-words, "the shape as blue as the sea" -> "blue shape"; the pre-filter matches those and the model
-reads them beside the request; asked once per model, request and dialogue in this process) and
+words, "the box as blue as the sea" -> "blue box", "the dog" -> "dog, golden retriever, poodle";
+the pre-filter matches the request with those words and the model reads them beside the request;
+asked once per model, request and dialogue in this process) and
 ``samples`` (self-consistency: k answers, the first greedy, the most frequent id set wins).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from dtwin_agent.config import Settings
 from dtwin_agent.llm.call import invoke_structured
@@ -38,7 +40,7 @@ from dtwin_agent.llm.parsing import (
     parse_single_shot,
     unusable_answer,
 )
-from dtwin_agent.llm.prompts import render_prompt, system_prompt
+from dtwin_agent.llm.prompts import load_prompt, render_prompt, system_prompt
 from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, Restatement, SingleShotOutput
 from dtwin_agent.llm.usage import Usage
 from dtwin_agent.reasoning.base import Reply, step_from_kept
@@ -120,9 +122,19 @@ def single_shot_messages(
 
 
 def restate_messages(query: str, dialogue: str = "") -> list[BaseMessage]:
-    """The messages asking for the request in plain words (no twin: a short, cheap call)."""
+    """The messages asking for the request in plain words (no twin: a short, cheap call).
+
+    The system prompt, then the worked examples of ``prompts/examples/restate.json`` as earlier
+    turns (a small model follows examples better than rules), then the request.
+    """
+    messages: list[BaseMessage] = [SystemMessage(render_prompt("restate.system.md"))]
+    for example in json.loads(load_prompt("examples/restate.json")):
+        asked = render_prompt("restate.user.md", dialogue_block="", query=example["query"])
+        messages.append(HumanMessage(asked.rstrip("\n")))
+        answer = {"thought": example["thought"], "plain": example["plain"]}
+        messages.append(AIMessage(json.dumps(answer)))
     user = render_prompt("restate.user.md", dialogue_block=_dialogue_block(dialogue), query=query)
-    return [SystemMessage(render_prompt("restate.system.md")), HumanMessage(user.rstrip("\n"))]
+    return [*messages, HumanMessage(user.rstrip("\n"))]
 
 
 def restated_hint(plain: str) -> str:
@@ -282,8 +294,8 @@ class LLMReasoner:
         plain = ""
         if reasoning.restate and suggestion is None:
             plain = self.restated(query, dialogue, usage)
-            if plain and reasoning.prefilter:
-                suggestion = suggest(twin, plain, previous.ids, semantics)
+            if plain and reasoning.prefilter:  # the request's own group/rank words still count
+                suggestion = suggest(twin, f"{query}; {plain}", previous.ids, semantics)
         return restated_hint(plain) + hint_text(suggestion), plain
 
     def refine(

@@ -31,7 +31,7 @@ def recording_llm() -> ScriptedChatModel:
 
     def respond(messages: list[BaseMessage]) -> str:
         PROMPTS.append("\n".join(m.text for m in messages))
-        query = re.search(r"<query>(.*?)</query>", human_text(messages), re.S).group(1)
+        query = re.findall(r"<query>(.*?)</query>", human_text(messages), re.S)[-1]
         if "<digital_twin" not in human_text(messages):  # the request restated in plain words
             return json.dumps({"plain": query})
         scores = keyword_scores(query, {int(k): v["semantic"] for k, v in twin_of(messages).items()})

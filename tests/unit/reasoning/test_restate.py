@@ -29,7 +29,7 @@ def scene():
     return twin_from_masks(
         [
             (box(100, 100, 0, 0, 30, 30), "soccer ball 0.61; red, round", "top left", None),
-            (box(100, 100, 60, 0, 90, 30), "carton 0.40; blue, rectangular", "top right", None),
+            (box(100, 100, 60, 0, 90, 30), "carton 0.40, crate 0.20; blue, rectangular", "top right", None),
             (box(100, 100, 30, 60, 70, 90), "carton 0.38; green, rectangular", "bottom", None),
         ],
         sha="r",
@@ -133,3 +133,30 @@ def test_parse_restatement_reads_json_or_one_short_line(text: str, plain: str) -
 def test_parse_restatement_rejects_what_holds_no_short_phrase(text: str) -> None:
     with pytest.raises(ParseError):
         parse_restatement(text)
+
+
+def test_the_restatement_messages_are_the_worked_examples_then_the_request() -> None:
+    from dtwin_agent.reasoning.llm import restate_messages
+
+    messages = restate_messages("the shape with the colour of the sea", "Turn 1 - user: the mug")
+    assert messages[0].type == "system" and "keyword matcher" in messages[0].content
+    turns = messages[1:-1]
+    assert turns and [m.type for m in turns] == ["human", "ai"] * (len(turns) // 2)
+    for asked, answered in zip(turns[::2], turns[1::2], strict=True):
+        assert asked.content.startswith("<query>")
+        assert set(json.loads(answered.content)) == {"thought", "plain"}
+    assert messages[-1].content == (
+        "<dialogue>\nTurn 1 - user: the mug\n</dialogue>\n<query>the shape with the colour of the sea</query>"
+    )
+
+
+def test_the_requests_group_words_still_count_beside_the_plain_words() -> None:
+    llm = model("carton, crate", keep=[2, 3])
+    result = run("every thing you could ship a parcel in", llm)
+    hint = human_text(llm.calls[1]).split("candidates")[-1]
+    assert "#2" in hint and "#3" in hint  # a group: every match, not only #2 (two words shared)
+    assert result.ids == [2, 3]
+    llm = model("carton, crate", keep=[2])
+    run("a thing you could ship a parcel in", llm)
+    hint = human_text(llm.calls[1]).split("candidates")[-1]
+    assert "#2" in hint and "#3" not in hint  # one thing: the best match

@@ -24,6 +24,7 @@ asked once per model, request and dialogue in this process) and
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -48,10 +49,11 @@ from dtwin_agent.reasoning.prefilter import hint_text, suggest
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 TEXT_ONLY_NOTE = "You cannot see the photo; decide from the request alone."
+PHOTO_NOTE = "The photo follows."
 RESTATED_MAX = 256
 """Restatements kept in this process (a follow-up step or second opinion reuses the first one's)."""
 _RESTATED: OrderedDict[tuple[str, str, str], str] = OrderedDict()
-PHOTO_NOTE = "The photo follows."
+_RESTATED_LOCK = threading.Lock()
 
 
 def _dialogue_block(dialogue: str) -> str:
@@ -264,9 +266,10 @@ class LLMReasoner:
         under ``refine``. An unusable answer (after the one repair) is no restatement, not a failure.
         """
         key = (self.name, query, dialogue)
-        if key in _RESTATED:
-            _RESTATED.move_to_end(key)
-            return _RESTATED[key]
+        with _RESTATED_LOCK:
+            if key in _RESTATED:
+                _RESTATED.move_to_end(key)
+                return _RESTATED[key]
         result = invoke_structured(
             self.model,
             restate_messages(query, dialogue),
@@ -279,9 +282,10 @@ class LLMReasoner:
         plain = result.parsed.plain if result.parsed is not None else ""
         if plain.strip().lower() == query.strip().lower():
             plain = ""  # the request again: nothing new to match or read
-        _RESTATED[key] = plain
-        while len(_RESTATED) > RESTATED_MAX:
-            _RESTATED.popitem(last=False)
+        with _RESTATED_LOCK:
+            _RESTATED[key] = plain
+            while len(_RESTATED) > RESTATED_MAX:
+                _RESTATED.popitem(last=False)
         return plain
 
     def _hint(

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from _overrides import setting_overrides  # benchmarks/, the script's own folder
+from _trace import reasoning_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -338,9 +339,7 @@ def run_case(case: Case, settings: Any) -> dict[str, Any]:
         "in": refine.get("input_tokens", 0), "cached": refine.get("cached_input_tokens", 0),
         "out": refine.get("output_tokens", 0), "calls": refine.get("calls", 0),
         "reasoning": [o.reasoning for o in result.chosen],
-        "path": [s.ids for s in result.steps[1:]],
-        "notes": [n for s in result.steps for n in (s.report or {}).get("notes", [])],
-        "restated": next((s.report["restated"] for s in result.steps if (s.report or {}).get("restated")), ""),
+        **reasoning_trace(result),
     }  # fmt: skip
 
 

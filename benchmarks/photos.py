@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from _overrides import setting_overrides  # benchmarks/, the script's own folder
+from _trace import reasoning_trace
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +173,7 @@ def run_one(entry: dict[str, Any], settings: Any, enc: Any) -> dict[str, Any]:
         "stages": {s: float(stages.get(s, {}).get("seconds", 0.0)) for s in STAGES},
         "steps": steps_s,
         "peak_gb": rss.peak / 2**30,
+        **reasoning_trace(result),
     }
 
 

@@ -22,19 +22,10 @@ measured both as the main misses of a 1.5B model):
   single-shot pick (Eq. 6) is asked instead; its ids become step 1 and refinement goes on from
   them. When the pick also keeps every object (or cannot be used), step 1 stands: two ways of
   asking agree that everything answers the request.
-- **Found nothing** (:func:`found_nothing`): step 1 keeps none of N' >= 1 objects. "Nothing
-  satisfies the request" is a real answer, but a small model also says it when it cannot connect
-  an implicit request to a label. The single-shot pick is asked; when it finds nothing too (or
-  cannot be used), nothing is chosen. When it picks objects, they become step 1 and step 2 judges
-  them: two verdicts of three then decide, so a step 2 that keeps none of them ends with nothing
-  (the pick is not asked again), and one that keeps them goes on as usual.
 - **Emptied** (:func:`emptied`): a step j >= 2 keeps none of a non-empty D^(j-1). Step 1 already
   judged those objects against the request, so the two steps disagree; the single-shot pick
   breaks the tie. Nothing is chosen only when the pick also finds nothing; otherwise D^(j-1) is
   kept and the loop stops there (``converged``, with a note in the step's report).
-
-Each second opinion is recorded in the step's ``report["second_opinion"]`` (the rule's name) and
-``report["notes"]`` (what the pick said and what was kept).
 """
 
 from __future__ import annotations
@@ -141,31 +132,14 @@ def kept_everything(previous: ReasoningStep, step: ReasoningStep) -> bool:
     return previous.step == 0 and len(previous.ids) >= NO_FILTER_MIN and set(step.ids) == set(previous.ids)
 
 
-def found_nothing(previous: ReasoningStep, step: ReasoningStep) -> bool:
-    """Step 1 kept none of a non-empty D^(0)."""
-    return previous.step == 0 and bool(previous.ids) and not step.ids
-
-
 def emptied(previous: ReasoningStep, step: ReasoningStep) -> bool:
     """A step j >= 2 dropped every object that step j - 1 had kept."""
     return previous.step >= 1 and bool(previous.ids) and not step.ids
 
 
-def _rule(previous: ReasoningStep, step: ReasoningStep) -> str:
-    """Which second opinion ``step`` calls for: ``no_filtering``, ``found_nothing``, ``emptied`` or ``""``."""
-    if kept_everything(previous, step):
-        return "no_filtering"
-    if found_nothing(previous, step):
-        return "found_nothing"
-    if emptied(previous, step):
-        return "emptied"
-    return ""
-
-
-def _noted(step: ReasoningStep, rule: str, note: str, **update: Any) -> ReasoningStep:
+def _noted(step: ReasoningStep, note: str, **update: Any) -> ReasoningStep:
     report = dict(step.report or {})
     report["notes"] = [*report.get("notes", []), note]
-    report["second_opinion"] = rule
     return step.model_copy(update={**update, "report": report})
 
 
@@ -179,36 +153,21 @@ def _second_opinion(
     usage: Usage,
 ) -> ReasoningStep:
     """``step``, or what the single-shot pick (Eq. 6) makes of it (see the module docstring)."""
-    rule = _rule(previous, step)
-    if not rule:
+    if not (kept_everything(previous, step) or emptied(previous, step)):
         return step
-    if rule == "emptied" and (previous.report or {}).get("second_opinion") == "found_nothing":
-        return _noted(
-            step,
-            rule,
-            f"step {step.step} kept none of the {len(previous.ids)} objects the single-shot pick chose after "
-            "step 1 found nothing: two of three answers find nothing",
-        )
     pick = reasoner.single_shot(twin, query, dialogue, usage)
     chosen = None if pick.value is None else pick.value.ids
     said = "could not be used" if chosen is None else f"chose {chosen or 'nothing'}"
-    if rule == "no_filtering":
+    if previous.step == 0:  # no filtering
         head = f"step 1 kept all {len(previous.ids)} objects (no filtering); the single-shot pick {said}"
         if chosen is None or set(chosen) == set(previous.ids):
-            return _noted(step, rule, f"{head}: both keep every object")
-        return _noted(pick.value.model_copy(update={"step": step.step}), rule, f"{head}: the pick is step 1")
-    if rule == "found_nothing":
-        head = f"step 1 kept none of the {len(previous.ids)} objects; the single-shot pick {said}"
-        if not chosen:
-            return _noted(step, rule, f"{head}: nothing is chosen")
-        chosen_step = pick.value.model_copy(update={"step": step.step})
-        return _noted(chosen_step, rule, f"{head}: the pick is step 1, step 2 judges it")
+            return _noted(step, f"{head}: both keep every object")
+        return _noted(pick.value.model_copy(update={"step": step.step}), f"{head}: the pick is step 1")
     head = f"step {step.step} kept none of the {len(previous.ids)} objects of step {previous.step}"
     if chosen == []:
-        return _noted(step, rule, f"{head}; the single-shot pick also chose nothing")
+        return _noted(step, f"{head}; the single-shot pick also chose nothing")
     return _noted(
         step,
-        rule,
         f"{head}, but the single-shot pick {said}: the objects of step {previous.step} are kept",
         ids=previous.ids,
         objects={i: d for i, d in previous.objects.items() if i in previous.ids},

@@ -1,10 +1,9 @@
-"""The refine loop's second opinions (issue 12): no filtering or nothing found at step 1, a step that empties.
+"""The refine loop's two second opinions (issue 12): "no filtering" at step 1 and a step that empties.
 
 A step 1 that keeps every one of N' >= 3 objects is not convergence (it would return the whole
 twin): the single-shot pick (paper Eq. 6) is asked, and refinement goes on from its ids. A later
 step that drops every object step 1 kept is checked the same way: nothing is chosen only when the
-pick also finds nothing. A step 1 that finds nothing asks the pick too; objects it picks are judged
-by step 2, and two answers of three decide. Scripted chat models answer in order; each test counts the calls.
+pick also finds nothing. Scripted chat models answer in order; each test counts the calls.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from dtwin_agent.api import SegmentationResult
 from dtwin_agent.config import Settings
 from dtwin_agent.graph import build_graph
 from dtwin_agent.graph.context import Context
-from dtwin_agent.graph.nodes.refine import NO_FILTER_MIN, emptied, found_nothing, kept_everything
+from dtwin_agent.graph.nodes.refine import NO_FILTER_MIN, emptied, kept_everything
 from dtwin_agent.twin import ReasoningStep
 
 
@@ -60,10 +59,7 @@ def test_the_rules_by_their_definitions() -> None:
     )  # both may
     assert not kept_everything(ReasoningStep(step=1, ids=[1, 2, 3]), ReasoningStep(step=2, ids=[1, 2, 3]))
     assert emptied(ReasoningStep(step=1, ids=[2]), ReasoningStep(step=2, ids=[]))
-    assert not emptied(start, ReasoningStep(step=1, ids=[]))  # step 1 finding nothing is its own rule
-    assert found_nothing(start, ReasoningStep(step=1, ids=[]))
-    assert not found_nothing(start, ReasoningStep(step=1, ids=[2]))
-    assert not found_nothing(ReasoningStep(step=1, ids=[2]), ReasoningStep(step=2, ids=[]))
+    assert not emptied(start, ReasoningStep(step=1, ids=[]))  # step 1 finding nothing is an answer
     assert not emptied(ReasoningStep(step=1, ids=[2]), ReasoningStep(step=2, ids=[2]))
 
 
@@ -114,53 +110,5 @@ def test_ordinary_steps_ask_no_second_opinion() -> None:
     result, model = run([keep(2, 3), keep(3), keep(3)])
     assert len(model.calls) == 3 and not any(is_single_shot(c) for c in model.calls)
     assert result.ids == [3] and result.stop_reason == "converged"
-
-
-def test_step_one_finding_nothing_stands_when_the_pick_finds_nothing_too() -> None:
-    result, model = run([keep(), pick()])
-    assert [is_single_shot(c) for c in model.calls] == [False, True]
-    assert result.usage["stages"]["refine"]["calls"] == 2
-    assert result.ok and result.ids == [] and result.stop_reason == "empty" and not result.mask.any()
-    assert result.steps[1].report["second_opinion"] == "found_nothing"
-    assert any("chose nothing: nothing is chosen" in n for n in result.steps[1].report["notes"])
-
-
-def test_step_one_finding_nothing_stands_when_the_pick_cannot_be_used() -> None:
-    result, model = run([keep(), "no idea", "still no idea"])  # the pick and its one repair
-    assert len(model.calls) == 3
-    assert result.ok and result.ids == [] and result.stop_reason == "empty"  # step 1's answer, not a failure
-    assert any("could not be used: nothing is chosen" in n for n in result.steps[1].report["notes"])
-
-
-def test_objects_the_pick_finds_after_an_empty_step_one_are_judged_by_step_two() -> None:
-    result, model = run([keep(), pick(3), keep(3)])
-    assert [is_single_shot(c) for c in model.calls] == [False, True, False]
-    assert result.ok and result.ids == [3] and result.stop_reason == "converged" and result.mask.any()
-    assert [s.ids for s in result.steps] == [[1, 2, 3], [3], [3]]
-    (note,) = result.steps[1].report["notes"]
-    assert "kept none of the 3 objects" in note and "chose [3]" in note and "the pick is step 1" in note
-
-
-def test_two_of_three_find_nothing_when_step_two_drops_what_the_pick_found() -> None:
-    result, model = run([keep(), pick(3), keep()])
-    assert [is_single_shot(c) for c in model.calls] == [False, True, False]  # the pick is not asked twice
-    assert result.ok and result.ids == [] and result.stop_reason == "empty"
-    assert result.steps[-1].report["second_opinion"] == "emptied"
-    assert any("two of three answers find nothing" in n for n in result.steps[-1].report["notes"])
-
-
-def test_ordinary_steps_ask_no_second_opinion_in_single_shot_mode() -> None:
-    pending = iter([pick()])
-    model = ScriptedChatModel(respond=lambda messages: next(pending))
-    settings = Settings(
-        models={"llm": model, "structured_output": "prompt"},
-        reasoning={"prefilter": False, "restate": False, "mode": "single_shot"},
-    )
-    twin = toy_twin()
-    out = (
-        build_graph(perception=False)
-        .compile()
-        .invoke({"query": "cut the bread", "twin": twin}, context=Context(settings=settings, cache=None))
-    )
-    result = SegmentationResult.from_state({**out, "twin": twin})
-    assert len(model.calls) == 1 and result.ok and result.ids == []
+    result, model = run([keep()])  # step 1 finding nothing is an answer, not a disagreement
+    assert len(model.calls) == 1 and result.ids == [] and result.stop_reason == "empty"

@@ -225,9 +225,9 @@ class ReasoningSettings(_Section):
     )
     restate: bool = Field(
         default=True,
-        description="when the request's own words give the pre-filter nothing to match, ask the LLM once "
-        'for the request in plain words ("blue shape", "knife"), shown to it and matched by the '
-        "pre-filter (dtwin_agent.reasoning.llm; benchmarks/local_llm.py measured it)",
+        description="when the request's own words give the pre-filter nothing to match at step 1, ask "
+        'the LLM once for the request in plain words ("blue shape", "knife"), shown to it and matched '
+        "by the pre-filter (dtwin_agent.reasoning.llm; benchmarks/local_llm.py measured it)",
     )
     samples: int = Field(
         default=1,

@@ -546,31 +546,58 @@ def parse_granularity_report(text: str) -> tuple[GranularityChoice, ParseReport]
     raise ParseError(_GRANULARITY_HELP)
 
 
+PLAIN_WORDS = 12
+"""The most words a restatement keeps (the prompt asks for at most twelve)."""
+PLAIN_CHARS = 120
+
+
 def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
-    """Parse the request restated in plain words: ``{"plain": "blue shape"}`` or one short line.
+    """Parse the request restated in plain words (``reasoning.restate``).
+
+    Accepts ``{"plain": "blue shape", "thought": ...}``, a JSON string or list of strings, or one
+    short plain-text line (noted in the report). Keeps at most :data:`PLAIN_WORDS` words and
+    :data:`PLAIN_CHARS` characters, cut at a word (noted).
 
     Raises:
-        ParseError: when the answer holds no words, or prose longer than a short phrase.
+        ParseError: when the answer holds no words, is other JSON (a number, ``null``, an object
+            without the words), or is prose longer than a short phrase.
 
     """
     report = ParseReport()
-    value: Any = None
+    redo = 'answer with JSON only: {"thought": "...", "plain": "a few words"}'
     try:
-        value = extract_json(text, report)
+        value, decoded = extract_json(text, report), True
     except ParseError:
-        pass
+        value, decoded = None, False
     if isinstance(value, dict):
-        plain = _text_field(value, ("plain", "words", "request", "answer"), report)
+        plain = _text_field(value, ("plain", "words"), report)
     elif isinstance(value, str):
         plain = value
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        plain = ", ".join(value)
+    elif decoded:
+        raise ParseError(f"no plain words in that JSON; {redo}")
     else:
-        plain = _THINK.sub("", text if isinstance(text, str) else "").strip().strip('"')
-        if len(plain.split()) > 12 or "\n" in plain:
-            raise ParseError('answer with JSON only: {"plain": "a few words"}')
-    plain = " ".join(str(plain).split())
-    if not plain:
-        raise ParseError('no words found; answer with JSON only: {"plain": "a few words"}')
-    return Restatement(plain=plain[:120]), report
+        plain = _THINK.sub("", text if isinstance(text, str) else "").strip()
+        try:
+            scalar = json.loads(plain)  # a bare JSON value: "knife" is words, 42 or null is not
+        except ValueError:
+            report.note("read the plain words from a plain-text answer")
+        else:
+            if not isinstance(scalar, str):
+                raise ParseError(f"no plain words in that JSON; {redo}")
+            plain = scalar
+        if len(plain.split()) > PLAIN_WORDS or "\n" in plain or "<think>" in plain:
+            raise ParseError(redo)
+    words = str(plain).split()
+    if not words:
+        raise ParseError(f"no words found; {redo}")
+    plain = " ".join(words[:PLAIN_WORDS])
+    if len(plain) > PLAIN_CHARS:
+        plain = plain[: PLAIN_CHARS + 1].rsplit(" ", 1)[0]
+    if plain != " ".join(words):
+        report.note(f"kept the first {len(plain.split())} words of a longer restatement")
+    return Restatement(plain=plain), report
 
 
 def parse_granularity(text: str) -> GranularityChoice:

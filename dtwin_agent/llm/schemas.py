@@ -61,7 +61,7 @@ class SingleShotOutput(BaseModel):
 
 
 class Restatement(BaseModel):
-    """The request in plain words: what kind of object, or which colour, shape or place it has.
+    """The request in plain words: what kind of object, or which colour or shape it has.
 
     Asked only when the request's own words give the keyword pre-filter nothing to match
     ("the shape with the colour of the sky" -> "blue shape"); the pre-filter then reads these words.

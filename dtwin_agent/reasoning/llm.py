@@ -14,18 +14,17 @@ pre-filter's hint. A second step or a follow-up query on a cached twin reads onl
 
 Three levers from ``reasoning`` settings: ``prefilter`` (the deterministic keyword/rank candidates
 of :mod:`dtwin_agent.reasoning.prefilter`, shown as a hint the model may override), ``restate``
-(when the request's own words give the pre-filter nothing, one short call restates it in plain
-words, "the box as blue as the sea" -> "blue box", "the dog" -> "dog, golden retriever, poodle";
-the pre-filter matches the request with those words and the model reads them beside the request;
-asked once per model, request and dialogue in this process) and
+(when the request's own words give the pre-filter nothing at step 1, one short call restates it
+in plain words, "the box as blue as the sea" -> "blue box", "the dog" -> "dog, golden retriever,
+poodle"; the pre-filter matches those names, colours and shapes too, and the model reads them
+beside the request; later steps reuse step 1's restatement from its report) and
 ``samples`` (self-consistency: k answers, the first greedy, the most frequent id set wins).
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -44,16 +43,13 @@ from dtwin_agent.llm.parsing import (
 from dtwin_agent.llm.prompts import load_prompt, render_prompt, system_prompt
 from dtwin_agent.llm.schemas import GranularityChoice, RefineStepOutput, Restatement, SingleShotOutput
 from dtwin_agent.llm.usage import Usage
+from dtwin_agent.offline.lexical import terms
 from dtwin_agent.reasoning.base import Reply, step_from_kept
 from dtwin_agent.reasoning.prefilter import hint_text, suggest
 from dtwin_agent.twin import DigitalTwin, ReasoningStep
 
 TEXT_ONLY_NOTE = "You cannot see the photo; decide from the request alone."
 PHOTO_NOTE = "The photo follows."
-RESTATED_MAX = 256
-"""Restatements kept in this process (a follow-up step or second opinion reuses the first one's)."""
-_RESTATED: OrderedDict[tuple[str, str, str], str] = OrderedDict()
-_RESTATED_LOCK = threading.Lock()
 
 
 def _dialogue_block(dialogue: str) -> str:
@@ -189,6 +185,7 @@ class LLMReasoner:
         self.settings = settings
         self.name = name
         self._slots = _slot_files(model)
+        self._restated: dict[tuple[str, str], str] = {}  # (query, dialogue) -> plain words
 
     def _prompt_mode(self) -> Settings:
         """These settings with ``models.structured_output = "prompt"`` (model instances kept as they are)."""
@@ -260,46 +257,54 @@ class LLMReasoner:
         return Reply(parsed, report, problem)
 
     def restated(self, query: str, dialogue: str, usage: Usage) -> str:
-        """``query`` in plain words (:class:`~dtwin_agent.llm.schemas.Restatement`); "" when unusable.
+        """``query`` in plain words (:class:`~dtwin_agent.llm.schemas.Restatement`); "" when it adds nothing.
 
-        Asked once per (model, query, dialogue) in this process; the call is counted in ``usage``
-        under ``refine``. An unusable answer (after the one repair) is no restatement, not a failure.
+        One call (counted in ``usage`` under ``refine``), remembered by this reasoner (one graph
+        step: a second opinion in that step reuses it). An unusable answer (after the one repair)
+        is no restatement, not a failure; so is one whose words the request already has ("the
+        flowerpot" -> "flowerpot").
         """
-        key = (self.name, query, dialogue)
-        with _RESTATED_LOCK:
-            if key in _RESTATED:
-                _RESTATED.move_to_end(key)
-                return _RESTATED[key]
-        result = invoke_structured(
-            self.model,
-            restate_messages(query, dialogue),
-            Restatement,
-            parse=parse_restatement,
-            settings=self.settings,
-            usage=usage,
-            stage="refine",
-        )
-        plain = result.parsed.plain if result.parsed is not None else ""
-        if plain.strip().lower() == query.strip().lower():
-            plain = ""  # the request again: nothing new to match or read
-        with _RESTATED_LOCK:
-            _RESTATED[key] = plain
-            while len(_RESTATED) > RESTATED_MAX:
-                _RESTATED.popitem(last=False)
-        return plain
+        key = (query, dialogue)
+        if key not in self._restated:
+            result = invoke_structured(
+                self.model,
+                restate_messages(query, dialogue),
+                Restatement,
+                parse=parse_restatement,
+                settings=self.settings,
+                usage=usage,
+                stage="refine",
+            )
+            plain = result.parsed.plain if result.parsed is not None else ""
+            self._restated[key] = "" if terms(plain) <= terms(query) else plain
+        return self._restated[key]
 
     def _hint(
         self, twin: DigitalTwin, query: str, previous: ReasoningStep, dialogue: str, usage: Usage
     ) -> tuple[str, str]:
-        """``(hint, plain)``: the pre-filter's line (and the restatement's), the restatement or ""."""
+        """``(hint, plain)``: the lines the LLM reads after the twin, and the restatement ("" for none).
+
+        The restatement is asked only on D^(0) (step 1, or the single-shot pick), when the
+        pre-filter finds nothing to match in the request's own words; a later step reuses the one
+        in D^(j-1)'s report.
+        """
         reasoning = self.settings.reasoning
+        if not (reasoning.prefilter or reasoning.restate):
+            return "", ""
         semantics = {i: p.semantic for i, p in twin.prompt_twin(previous).root.items()}
-        suggestion = suggest(twin, query, previous.ids, semantics) if reasoning.prefilter else None
+        found = suggest(twin, query, previous.ids, semantics)
         plain = ""
-        if reasoning.restate and suggestion is None:
+        if reasoning.restate and previous.step > 0:
+            plain = (previous.report or {}).get("restated", "")
+            if plain:
+                self._restated.setdefault((query, dialogue), plain)
+        elif reasoning.restate and found is None:
             plain = self.restated(query, dialogue, usage)
-            if plain and reasoning.prefilter:  # the request's own group/rank words still count
-                suggestion = suggest(twin, f"{query}; {plain}", previous.ids, semantics)
+        if not reasoning.prefilter:
+            return restated_hint(plain), plain
+        suggestion = found
+        if plain and found is None:
+            suggestion = suggest(twin, query, previous.ids, semantics, plain)
         return restated_hint(plain) + hint_text(suggestion), plain
 
     def refine(

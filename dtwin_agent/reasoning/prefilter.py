@@ -77,7 +77,7 @@ def _value(obj: TwinObject, axis: str) -> float:
 
 
 def suggest(
-    twin: DigitalTwin, query: str, ids: Sequence[int], semantics: dict[int, str]
+    twin: DigitalTwin, query: str, ids: Sequence[int], semantics: dict[int, str], plain: str = ""
 ) -> Suggestion | None:
     """Candidates among ``ids`` for ``query`` (see the module docstring); None when it has no opinion.
 
@@ -86,15 +86,21 @@ def suggest(
         query: the request.
         ids: the objects still in question.
         semantics: their current semantics S_i^(j-1), by id.
+        plain: the request restated in plain words (``reasoning.restate``): more names, colours
+            and shapes to match; whether one object or a group is asked, extremes and relations
+            still come from ``query`` alone.
     """
     words = _words(query)
     wanted = set(words)
-    colours = sorted({_COLOUR_ALIASES.get(w, w) for w in wanted if w in COLOURS or w in _COLOUR_ALIASES})
-    shapes = sorted(name for name, forms in SHAPES.items() if wanted & set(forms))
+    named = wanted | set(_words(plain))
+    colours = sorted({_COLOUR_ALIASES.get(w, w) for w in named if w in COLOURS or w in _COLOUR_ALIASES})
+    shapes = sorted(name for name, forms in SHAPES.items() if named & set(forms))
     relation = _RELATION.search(query.lower())
     target = query[: relation.start()] if relation else query  # "the mug left of the laptop": the mug
-    nouns = terms(target) - {stem(w) for w in _SPECIAL}
+    special = {stem(w) for w in _SPECIAL}
+    nouns = terms(target) - special
     plural = any(w.endswith("s") and not w.endswith("ss") and stem(w) in nouns for w in _words(target))
+    nouns |= terms(plain) - special
     group = bool(wanted & _GROUP) or plural
     relational = relation is not None
     extremes = [] if group or relational else [w for w in words if w in _EXTREMES]

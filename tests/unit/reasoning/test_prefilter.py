@@ -67,3 +67,18 @@ def test_hint_text_tells_the_model_it_may_override() -> None:
     assert hint_text(run("the purple object")).endswith(
         "no object still in question is purple (no semantic says so)."
     )
+
+
+def test_plain_words_add_names_and_colours_but_not_a_group_or_a_relation() -> None:
+    twin = scene()
+    semantics = {o.id: o.semantic for o in twin.objects}
+    # one thing asked: the best match of the names, though the plain words are plural
+    found = suggest(twin, "what I drink coffee from", twin.ids, semantics, plain="coffee mugs, cups")
+    assert found is not None and found.ids == [1]
+    # the names count beside a relation in the request
+    found = suggest(twin, "what I drink from left of the laptop", twin.ids, semantics, plain="mug")
+    assert found is not None and set(found.ids) == {1, 2}
+    # a colour only the plain words name still has to be in S_i
+    found = suggest(twin, "the shape as ripe as a tomato", twin.ids, semantics, plain="red shape")
+    assert found is not None and found.ids == [] and "red" in found.note
+    assert suggest(twin, "the shape as ripe as a tomato", twin.ids, semantics) is None

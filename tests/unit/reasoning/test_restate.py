@@ -21,7 +21,6 @@ from dtwin_agent.config import Settings
 from dtwin_agent.graph import build_graph
 from dtwin_agent.graph.context import Context
 from dtwin_agent.llm.parsing import ParseError, parse_restatement
-from dtwin_agent.reasoning.llm import _RESTATED
 
 
 def scene():
@@ -55,7 +54,6 @@ def model(plain: str | list[str], *, keep: list[int] | None = None) -> ScriptedC
 
 
 def run(query: str, llm: ScriptedChatModel, **reasoning) -> SegmentationResult:
-    _RESTATED.clear()
     settings = Settings(models={"llm": llm, "structured_output": "prompt"}, reasoning=reasoning)
     twin = scene()
     out = (
@@ -108,17 +106,38 @@ def test_an_unusable_restatement_is_no_restatement_not_a_failure() -> None:
 
 
 def test_the_request_said_again_adds_nothing() -> None:
-    llm = model("the dog", keep=[])
+    llm = model("dog", keep=[])  # no word the request does not already have
     result = run("the dog", llm)
     assert is_restatement(llm.calls[0])
     assert all("plain words" not in human_text(c) for c in llm.calls[1:])
     assert result.ok and result.ids == []
 
 
+def test_a_later_step_reuses_step_ones_restatement_and_never_asks_its_own() -> None:
+    llm = model("unused", keep=[1])
+    result = run("the biggest thing", llm)  # step 1: a rank; step 2: one object left, no opinion
+    assert not any(is_restatement(c) for c in llm.calls) and result.ids == [1]
+    assert all("plain words" not in human_text(c) for c in llm.calls)
+
+
+def test_without_the_prefilter_the_restatement_is_asked_only_where_it_would_have_no_opinion() -> None:
+    llm = model("unused", keep=[1])
+    run("the red ball", llm, prefilter=False)
+    assert not any(is_restatement(c) for c in llm.calls)
+    llm = model("blue shape", keep=[2])
+    result = run("the shape with the colour of the sea", llm, prefilter=False)
+    assert [is_restatement(c) for c in llm.calls] == [True, False, False]
+    text = human_text(llm.calls[1])
+    assert 'plain words (a rewrite; the request itself decides): "blue shape"' in text
+    assert "pre-filter" not in text.split("</digital_twin>")[-1]  # no candidates shown
+    assert result.ids == [2]
+
+
 @pytest.mark.parametrize(
     ("text", "plain"),
     [
         ('{"plain": "blue shape"}', "blue shape"),
+        ('["blue", "box"]', "blue, box"),
         ('```json\n{"plain": "knife"}\n```', "knife"),
         ('<think>the sea is blue</think>{"plain": "blue  shape"}', "blue shape"),
         ('"knife"', "knife"),
@@ -129,7 +148,19 @@ def test_parse_restatement_reads_json_or_one_short_line(text: str, plain: str) -
     assert parse_restatement(text)[0].plain == plain
 
 
-@pytest.mark.parametrize("text", ["", "   ", '{"plain": ""}', "a sentence " * 10, "two\nlines"])
+def test_parse_restatement_keeps_twelve_words_cut_at_a_word() -> None:
+    value, report = parse_restatement(json.dumps({"plain": " ".join(f"word{i}" for i in range(20))}))
+    assert value.plain.split() == [f"word{i}" for i in range(12)]
+    assert any("first 12 words" in n for n in report.notes)
+    value, _ = parse_restatement(json.dumps({"plain": " ".join(["x" * 30] * 5)}))
+    assert len(value.plain) <= 120 and value.plain.split() == ["x" * 30] * 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", '{"plain": ""}', "a sentence " * 10, "two\nlines"]
+    + ["42", "null", '[{"plain": "x"}]', "<think>blue"],
+)
 def test_parse_restatement_rejects_what_holds_no_short_phrase(text: str) -> None:
     with pytest.raises(ParseError):
         parse_restatement(text)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from dtwin_agent.errors import ParseError
 from dtwin_agent.llm.schemas import (
+    MAX_CHARS,
     GranularityChoice,
     KeptObject,
     ObjectLabel,
@@ -548,7 +549,6 @@ def parse_granularity_report(text: str) -> tuple[GranularityChoice, ParseReport]
 
 PLAIN_WORDS = 12
 """The most words a restatement keeps (the prompt asks for at most twelve)."""
-PLAIN_CHARS = 120
 
 
 def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
@@ -556,7 +556,8 @@ def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
 
     Accepts ``{"plain": "blue shape", "thought": ...}``, a JSON string or list of strings, or one
     short plain-text line (noted in the report). Keeps at most :data:`PLAIN_WORDS` words and
-    :data:`PLAIN_CHARS` characters, cut at a word (noted).
+    ``MAX_CHARS["plain"]`` characters (the bound a constrained local model writes under), cut at a
+    word (noted).
 
     Raises:
         ParseError: when the answer holds no words, is other JSON (a number, ``null``, an object
@@ -589,12 +590,13 @@ def parse_restatement(text: str) -> tuple[Restatement, ParseReport]:
             plain = scalar
         if len(plain.split()) > PLAIN_WORDS or "\n" in plain or "<think>" in plain:
             raise ParseError(redo)
-    words = str(plain).split()
+    words = plain.split()
     if not words:
         raise ParseError(f"no words found; {redo}")
     plain = " ".join(words[:PLAIN_WORDS])
-    if len(plain) > PLAIN_CHARS:
-        plain = plain[: PLAIN_CHARS + 1].rsplit(" ", 1)[0]
+    limit = MAX_CHARS["plain"]
+    if len(plain) > limit:
+        plain = plain[: limit + 1].rsplit(" ", 1)[0]
     if plain != " ".join(words):
         report.note(f"kept the first {len(plain.split())} words of a longer restatement")
     return Restatement(plain=plain), report

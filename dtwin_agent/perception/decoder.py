@@ -33,10 +33,11 @@ Masks from this decoder are not bit-identical to segment-anything's (sums run in
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
-__all__ = ["PointDecoder", "native_bf16", "resize_logits"]
+__all__ = ["PointDecoder", "native_bf16", "resize_logits", "visible_tokens"]
 
 
 def native_bf16() -> bool:
@@ -134,7 +135,11 @@ class PointDecoder:
         return masks.reshape(iou_pred.shape[0], iou_pred.shape[1], *masks.shape[-2:]), iou_pred
 
     def decode(
-        self, sparse: Any, multimask_output: bool = True, min_iou: float | None = None
+        self,
+        sparse: Any,
+        multimask_output: bool = True,
+        min_iou: float | None = None,
+        visible: tuple[int, int] | None = None,
     ) -> tuple[Any, Any, Any]:
         """Like :meth:`__call__`, computing only the masks whose predicted IoU passes ``min_iou``.
 
@@ -142,23 +147,33 @@ class PointDecoder:
         of whose masks pass are never upscaled: SAM's everything mode drops those masks anyway
         (``pred_iou_thresh``), as the object-level re-prompts do (the theta filter).
 
+        Upscaling is per image token (each token becomes a ``4 x 4`` block of logits), so
+        ``visible`` limits it to the top-left ``rows x cols`` tokens: the part of SAM's padded
+        square input that holds the image (:func:`visible_tokens`); the other logits are never
+        read by SAM's postprocessing.
+
         Args:
             sparse: ``B x P x C`` sparse prompt embeddings.
             multimask_output: three masks per prompt, else one.
             min_iou: keep masks with predicted IoU strictly above this; None keeps all.
+            visible: ``(rows, cols)`` of the ``h x w`` token grid to upscale; None: all.
 
         Returns:
-            ``(masks, iou_pred, keep)``: fp32 ``K x 4h x 4w`` logits of the kept masks, in
-            prompt-major order, the ``B x M`` predicted IoUs of all, and the ``B x M`` boolean
-            ``keep`` (``K = keep.sum()``).
+            ``(masks, iou_pred, keep)``: fp32 ``K x 4 rows x 4 cols`` logits of the kept masks
+            (``4h x 4w`` without ``visible``), in prompt-major order, the ``B x M`` predicted
+            IoUs of all, and the ``B x M`` boolean ``keep`` (``K = keep.sum()``).
 
         Raises:
             RuntimeError: when no image was set.
+            ValueError: for ``visible`` outside the token grid.
         """
         torch = self.torch
         if self._image is None:
             raise RuntimeError("PointDecoder: set_image() first")
         image = self._image
+        _, grid_h, grid_w = image["shape"]
+        if visible is not None and not (0 < visible[0] <= grid_h and 0 < visible[1] <= grid_w):
+            raise ValueError(f"visible must be within the {grid_h} x {grid_w} token grid, got {visible}")
         decoder = self.decoder
         transformer = self.transformer
         with torch.no_grad():
@@ -179,7 +194,7 @@ class PointDecoder:
             rows = keep.any(dim=1)
             if not bool(rows.all()):
                 queries, keys = queries[rows], keys[rows]
-            masks = self._masks(queries, keys, wanted)  # R x M x 4h x 4w
+            masks = self._masks(queries, keys, wanted, visible)  # R x M x 4 rows x 4 cols
             return masks[keep[rows]], iou_pred, keep
 
     def _first_layer(self, tokens: Any, image: dict[str, Any]) -> tuple[Any, Any]:
@@ -300,21 +315,29 @@ class PointDecoder:
             residual = residual.expand(weights.shape[0], -1, -1)
         return torch.baddbmm(residual, weights.transpose(1, 2), u)
 
-    def _masks(self, queries: Any, keys: Any, wanted: range) -> Any:
-        """Upscaling and hypernetwork products for the mask tokens ``wanted``: B x M x 4h x 4w."""
+    def _masks(self, queries: Any, keys: Any, wanted: range, visible: tuple[int, int] | None) -> Any:
+        """Upscaling and hypernetwork products for the mask tokens ``wanted``: B x M x 4h x 4w.
+
+        With ``visible = (rows, cols)``: only those top-left tokens, B x M x 4 rows x 4 cols.
+        """
         torch = self.torch
         decoder = self.decoder
         c, h, w = self._image["shape"]
         b, m = queries.shape[0], len(wanted)
+        rows, cols = (h, w) if visible is None else visible
         hyper = torch.stack(
             [decoder.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in wanted], dim=1
         )  # B x M x C2
         if b == 0:
             return hyper.new_zeros((0, m, 4 * h, 4 * w))
-        if self._upscaling is None:  # not SAM's layout: its own modules, in fp32
+        if self._upscaling is None:  # not SAM's layout: its own modules, in fp32, then cropped
             upscaled = decoder.output_upscaling(keys.float().transpose(1, 2).reshape(b, c, h, w))
             _, c2, h2, w2 = upscaled.shape
-            return torch.bmm(hyper, upscaled.reshape(b, c2, h2 * w2)).reshape(b, m, h2, w2)
+            masks = torch.bmm(hyper, upscaled.reshape(b, c2, h2 * w2)).reshape(b, m, h2, w2)
+            return masks[:, :, : rows * (h2 // h), : cols * (w2 // w)]
+        if (rows, cols) != (h, w):  # upscaling is per token: the other tokens' logits are not read
+            keys = keys.reshape(b, h, w, -1)[:, :rows, :cols].reshape(b, rows * cols, -1)
+            h, w = rows, cols
         up1, norm, act1, up2, act2 = self._upscaling
         # each 2 x 2 stride-2 transposed convolution is a per-pixel linear map C -> 4 x C'
         x = self._linear(keys, up1)  # B x N x (2 x 2 x C1)
@@ -388,7 +411,11 @@ def _upscaling_as_linear(sequence: Any) -> tuple | None:
 
 
 def resize_logits(
-    low_res: Any, model_size: int, input_size: tuple[int, int], image_size: tuple[int, int]
+    low_res: Any,
+    model_size: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    low_size: tuple[int, int] | None = None,
 ) -> Any:
     """Low-resolution mask logits to the image size, as SAM's ``postprocess_masks`` computes them.
 
@@ -398,42 +425,100 @@ def resize_logits(
     separable linear maps, so the whole is ``R_y @ L @ R_x^T`` with ``R = A_2 A_1`` per axis
     (``A_1``: low-res -> model input, ``A_2``: crop -> image, each with
     ``torch.nn.functional.interpolate``'s mapping: half-pixel centres, negative positions clamped
-    to 0): two matrix products per mask. Same values up to float rounding.
+    to 0). ``R`` is banded (an output row reads a few neighbouring low-resolution rows), so the
+    products run on blocks of output rows against the band they read. Same values up to float
+    rounding.
 
     Args:
-        low_res: ``K x h x w`` logits.
+        low_res: ``K x h' x w'`` logits: the top-left ``h' x w'`` of the ``low_size`` logits,
+            holding at least the rows and columns the crop reads (:func:`visible_tokens`).
         model_size: the model's input side (``image_encoder.img_size``, 1024 for SAM).
         input_size: ``(height, width)`` of the resized image inside the model input.
         image_size: ``(H, W)`` of the image.
+        low_size: ``(h, w)`` of the decoder's whole low-resolution output (``4 x 64`` for SAM);
+            None: ``low_res`` is whole.
 
     Returns:
         ``K x H x W`` fp32 logits.
+
+    Raises:
+        ValueError: when ``low_res`` lacks rows or columns the crop reads.
     """
     _, h, w = low_res.shape
-    rows = _resize_matrix(image_size[0], input_size[0], model_size, h, low_res.device)  # H x h
-    cols = _resize_matrix(image_size[1], input_size[1], model_size, w, low_res.device)  # W x w
-    return rows @ (low_res.float() @ cols.T)
+    full_h, full_w = (h, w) if low_size is None else low_size
+    rows = _resize_bands(image_size[0], input_size[0], model_size, full_h, h)
+    cols = _resize_bands(image_size[1], input_size[1], model_size, full_w, w)
+    low = low_res.float()
+    wide = low.new_empty((low.shape[0], h, image_size[1]))
+    for start, stop, lo, hi, block in cols:  # K x h x w -> K x h x W
+        wide[:, :, start:stop] = low[:, :, lo:hi] @ block.to(low.device).T
+    out = low.new_empty((low.shape[0], image_size[0], image_size[1]))
+    for start, stop, lo, hi, block in rows:  # K x h x W -> K x H x W
+        out[:, start:stop] = block.to(low.device) @ wide[:, lo:hi]
+    return out
 
 
-def _resize_matrix(out: int, cropped: int, model_size: int, low: int, device: Any) -> Any:
-    """``out x low``: bilinear low -> model_size, crop to ``cropped``, bilinear -> ``out``."""
+def visible_tokens(model_size: int, input_size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of the decoder's token grid whose logits SAM's postprocessing reads.
+
+    The image fills the top-left ``input_size`` of SAM's padded square input; the crop reads
+    low-resolution logits (``4 x 4`` per token) up to the last row / column its bilinear pass
+    touches (:func:`resize_logits`).
+
+    Args:
+        model_size: the model's input side (1024 for SAM).
+        input_size: ``(height, width)`` of the resized image inside the model input.
+        grid: ``(h, w)`` of the token grid (64 x 64 for SAM).
+
+    Returns:
+        ``(rows, cols)``, each at least 1 and at most the grid's.
+    """
+    out = []
+    for cropped, tokens in zip(input_size, grid, strict=True):
+        low = 4 * tokens
+        read = int(_bilinear(model_size, low)[:cropped].abs().sum(dim=0).nonzero().max()) + 1
+        out.append(min(tokens, max(1, -(-read // 4))))
+    return out[0], out[1]
+
+
+_BAND = 64  # output rows per block of the banded resize
+
+
+@functools.lru_cache(maxsize=16)
+def _resize_bands(out: int, cropped: int, model_size: int, low: int, present: int) -> tuple:
+    """``R`` (``out x low``: bilinear low -> model_size, crop, bilinear -> out) in row blocks.
+
+    Returns ``(start, stop, lo, hi, R[start:stop, lo:hi])`` per block of ``_BAND`` output rows,
+    ``[lo, hi)`` being the low-resolution rows the block reads, all below ``present``.
+    """
+    first_pass = _bilinear(model_size, low)[:cropped]  # cropped x low
+    second_pass = _bilinear(out, cropped)  # out x cropped
+    matrix = (second_pass @ first_pass).float()
+    blocks = []
+    for start in range(0, out, _BAND):
+        stop = min(out, start + _BAND)
+        used = matrix[start:stop].abs().sum(dim=0).nonzero()
+        lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
+        if hi > present:
+            raise ValueError(f"the resize reads low-resolution row {hi - 1}, past the {present} given")
+        blocks.append((start, stop, lo, hi, matrix[start:stop, lo:hi].contiguous()))
+    return tuple(blocks)
+
+
+def _bilinear(n_out: int, n_in: int) -> Any:
+    """``n_out x n_in`` float64: ``interpolate(mode="bilinear", align_corners=False)`` on one axis."""
     import torch
 
-    def bilinear(n_out: int, n_in: int) -> Any:
-        dst = torch.arange(n_out, dtype=torch.float64)
-        pos = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
-        first = pos.floor().long().clamp(max=n_in - 1)
-        second = (first + 1).clamp(max=n_in - 1)
-        weight = pos - first
-        matrix = torch.zeros((n_out, n_in), dtype=torch.float64)
-        rows = torch.arange(n_out)
-        matrix.index_put_((rows, first), 1.0 - weight, accumulate=True)
-        matrix.index_put_((rows, second), weight, accumulate=True)
-        return matrix
-
-    first_pass = bilinear(model_size, low)[:cropped]  # cropped x low
-    second_pass = bilinear(out, cropped)  # out x cropped
-    return (second_pass @ first_pass).float().to(device)
+    dst = torch.arange(n_out, dtype=torch.float64)
+    pos = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    first = pos.floor().long().clamp(max=n_in - 1)
+    second = (first + 1).clamp(max=n_in - 1)
+    weight = pos - first
+    matrix = torch.zeros((n_out, n_in), dtype=torch.float64)
+    rows = torch.arange(n_out)
+    matrix.index_put_((rows, first), 1.0 - weight, accumulate=True)
+    matrix.index_put_((rows, second), weight, accumulate=True)
+    return matrix
 
 
 def _heads(x: Any, heads: int) -> Any:

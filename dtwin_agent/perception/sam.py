@@ -54,7 +54,8 @@ from dtwin_agent.config import Settings
 from dtwin_agent.errors import ConfigError
 from dtwin_agent.perception import register_proposer
 from dtwin_agent.perception.base import ProgressCallback, Proposal
-from dtwin_agent.perception.decoder import PointDecoder, native_bf16, resize_logits
+from dtwin_agent.perception.decoder import PointDecoder, native_bf16, resize_logits, visible_tokens
+from dtwin_agent.perception.memory import reuse_freed_memory
 from dtwin_agent.perception.policy import (
     assemble_hierarchy,
     centroid_prompt_point,
@@ -108,6 +109,8 @@ def _backend() -> Any:
             self.kept = (self.features, self.original_size, self.input_size)
             if self.point_decoder is not None:
                 self.point_decoder.set_image(self.features)
+                grid = tuple(self.features.shape[-2:])
+                self.visible = visible_tokens(self.model.image_encoder.img_size, self.input_size, grid)
 
         def restore(self) -> None:
             if getattr(self, "kept", None) is None:
@@ -128,13 +131,14 @@ def _backend() -> Any:
 
             Returns ``(low_res, iou_pred, keep)``: the ``K x h x w`` low-resolution logits of the
             masks whose predicted IoU is above ``min_iou`` (all when None), prompt-major, and the
-            ``B x M`` predicted IoUs and ``keep`` flags of all masks.
+            ``B x M`` predicted IoUs and ``keep`` flags of all masks. The fast decoder returns the
+            top-left part of the logits that :meth:`upscale` reads (``visible_tokens``).
             """
             model = self.model
             labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
             sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-            if self.point_decoder is not None:
-                return self.point_decoder.decode(sparse, multimask_output, min_iou)
+            if self.point_decoder is not None:  # only the tokens whose logits the crop reads
+                return self.point_decoder.decode(sparse, multimask_output, min_iou, self.visible)
             low_res, iou_pred = model.mask_decoder(
                 image_embeddings=self.features,
                 image_pe=model.prompt_encoder.get_dense_pe(),
@@ -149,8 +153,8 @@ def _backend() -> Any:
             """``K x h x w`` low-resolution logits -> ``K x H x W`` logits at the image size.
 
             Exact decoder: SAM's ``postprocess_masks`` (bilinear to the model input, crop, bilinear
-            to the image). Fast decoder: one bilinear pass reading the low-resolution logits at the
-            positions the two passes read (:func:`~dtwin_agent.perception.decoder.resize_logits`).
+            to the image). Fast decoder: both passes as one banded linear map per axis
+            (:func:`~dtwin_agent.perception.decoder.resize_logits`).
             """
             if low_res.shape[0] == 0:
                 return low_res.new_zeros((0, *self.original_size))
@@ -158,8 +162,13 @@ def _backend() -> Any:
                 return self.model.postprocess_masks(low_res[:, None], self.input_size, self.original_size)[
                     :, 0
                 ]
+            grid = self.kept[0].shape[-2:]
             return resize_logits(
-                low_res, self.model.image_encoder.img_size, self.input_size, self.original_size
+                low_res,
+                self.model.image_encoder.img_size,
+                self.input_size,
+                self.original_size,
+                low_size=(4 * grid[0], 4 * grid[1]),
             )
 
     class Generator(SamAutomaticMaskGenerator):
@@ -441,33 +450,35 @@ class SamProposer:
             self.generator.point_grids = [self._seeded_points(image)]
         progress = _Progress(on_progress, len(self.generator.point_grids[0]))
         self.generator.on_batch = progress.advance
-        try:
-            records = self.generator.generate(image)  # the one image-encoder pass
-            proposals = [
-                Proposal(
-                    mask=np.asarray(r["segmentation"], dtype=bool),
-                    predicted_iou=float(r["predicted_iou"]),
-                    stability=float(r["stability_score"]),
-                    point=(float(r["point_coords"][0][0]), float(r["point_coords"][0][1])),
-                )
-                for r in records
-            ]
-            if p.policy == "sam_only":
-                return proposals
-            proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
-            if granularity == "part":
-                return part_dedup(proposals, p.part_iou_thresh)
-            objects = self._object_level(proposals, progress, keep_groups=granularity == "group")
-            if granularity == "hierarchy":
-                parts = part_dedup(proposals, p.part_iou_thresh)
-                return assemble_hierarchy(
-                    objects, parts, tau=p.part_iou_thresh, tau_prime=p.containment_thresh
-                )
-            return objects
-        finally:
-            self.generator.point_grids = grid
-            self.generator.on_batch = None
-            self.predictor.release()
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
+        with reuse_freed_memory(p.reuse_memory and on_cpu):  # same masks, no page faults per batch
+            try:
+                records = self.generator.generate(image)  # the one image-encoder pass
+                proposals = [
+                    Proposal(
+                        mask=np.asarray(r["segmentation"], dtype=bool),
+                        predicted_iou=float(r["predicted_iou"]),
+                        stability=float(r["stability_score"]),
+                        point=(float(r["point_coords"][0][0]), float(r["point_coords"][0][1])),
+                    )
+                    for r in records
+                ]
+                if p.policy == "sam_only":
+                    return proposals
+                proposals = filter_by_predicted_iou(proposals, p.pred_iou_thresh)
+                if granularity == "part":
+                    return part_dedup(proposals, p.part_iou_thresh)
+                objects = self._object_level(proposals, progress, keep_groups=granularity == "group")
+                if granularity == "hierarchy":
+                    parts = part_dedup(proposals, p.part_iou_thresh)
+                    return assemble_hierarchy(
+                        objects, parts, tau=p.part_iou_thresh, tau_prime=p.containment_thresh
+                    )
+                return objects
+            finally:
+                self.generator.point_grids = grid
+                self.generator.on_batch = None
+                self.predictor.release()
 
     def _seeded_points(self, image: np.ndarray) -> np.ndarray:
         """Object-aware prompts (``prompts = "objects"``): offline part-level regions + a coarse grid."""

@@ -195,6 +195,51 @@ def test_resize_logits_equals_sam_postprocessing(tiny_sam) -> None:
         assert torch.allclose(ours, ref, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("input_size", "image_size", "expected"),
+    [
+        ((171, 256), (534, 800), (11, 16)),
+        ((256, 192), (300, 225), (16, 13)),
+        ((256, 256), (256, 256), (16, 16)),
+    ],
+)
+def test_resize_logits_reads_only_the_visible_tokens(input_size, image_size, expected) -> None:
+    import torch.nn.functional as F
+
+    from dtwin_agent.perception.decoder import resize_logits, visible_tokens
+
+    generator = torch.Generator().manual_seed(5)
+    low = F.interpolate(torch.randn(2, 1, 8, 8, generator=generator) * 8, (64, 64), mode="bilinear")[:, 0]
+    rows, cols = visible_tokens(256, input_size, (16, 16))
+    assert (rows, cols) == expected
+    whole = resize_logits(low, 256, input_size, image_size)
+    visible = resize_logits(low[:, : 4 * rows, : 4 * cols], 256, input_size, image_size, low_size=(64, 64))
+    assert torch.equal(visible, whole)
+    # the last row or column read lies in the last visible token: one token fewer lacks logits
+    if rows < 16:
+        with pytest.raises(ValueError, match="past the"):
+            resize_logits(low[:, : 4 * rows - 4], 256, input_size, image_size, low_size=(64, 64))
+    if cols < 16:
+        with pytest.raises(ValueError, match="past the"):
+            resize_logits(low[:, :, : 4 * cols - 4], 256, input_size, image_size, low_size=(64, 64))
+
+
+def test_decode_upscales_only_the_visible_tokens(tiny_sam) -> None:
+    features = features_for(tiny_sam)
+    sparse, _ = prompts(tiny_sam, 4)
+    decoder = PointDecoder(tiny_sam, "fp32")
+    decoder.set_image(features)
+    full, iou_pred = decoder(sparse)
+    assert full.shape[-2:] == (32, 32)  # an 8 x 8 token grid
+    masks, _, keep = decoder.decode(sparse, True, visible=(5, 8))
+    assert masks.shape == (full.shape[0] * full.shape[1], 20, 32) and keep.all()
+    scale = full.abs().max().item()
+    assert torch.allclose(masks, full.flatten(0, 1)[:, :20, :32], atol=1e-5 * scale, rtol=1e-5)
+    for wrong in [(9, 8), (0, 8), (8, 9)]:
+        with pytest.raises(ValueError, match="token grid"):
+            decoder.decode(sparse, True, visible=wrong)
+
+
 def test_decode_with_min_iou_returns_only_the_passing_masks(tiny_sam) -> None:
     features = features_for(tiny_sam)
     sparse, _ = prompts(tiny_sam, 7)

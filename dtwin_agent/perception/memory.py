@@ -1,0 +1,100 @@
+"""Freed tensor memory kept in the process heap while everything mode runs on a CPU.
+
+Each decoder batch allocates tensors of tens of MB (``B x 4096 x 256`` fp32 image tokens, the
+upscaled masks, full-size logits) and frees them before the next batch. glibc's ``malloc`` serves
+blocks above ``M_MMAP_THRESHOLD`` (at most 32 MiB on 64-bit) with ``mmap`` and returns them with
+``munmap`` when freed, so every batch maps fresh pages, faults each one in and has the kernel
+zero it. Measured on dog.jpg at 32 x 32 points with MobileSAM (2 cores, idle): 23.6 s of system
+time in a 37.0 s run; 0.1 s and 21.6 s with the heap kept (``benchmarks/everything_speed.py``).
+
+:func:`reuse_freed_memory` sets, for the duration of a call, ``mallopt(M_MMAP_MAX, 0)`` (large
+blocks come from the heap) and a high ``M_TRIM_THRESHOLD`` (freed heap is not given back), so
+the next batch reuses pages already mapped; on leaving it puts glibc's documented defaults back
+and calls ``malloc_trim(0)``, which returns the free memory to the system. This is the remedy of
+PyTorch's CPU performance tuning guide (a caching allocator such as jemalloc or tcmalloc through
+``LD_PRELOAD``), scoped to the call, since a library cannot choose its host process's allocator.
+
+On anything but glibc (macOS, Windows, musl) it does nothing. Nested and concurrent scopes are
+counted: the settings go back when the last one ends. Side effect: glibc's dynamic mmap
+threshold stays off after the first scope (glibc has no way to read the old values back).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["reuse_freed_memory", "supported"]
+
+# glibc <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+DEFAULT_TRIM_THRESHOLD = 128 * 1024
+DEFAULT_MMAP_MAX = 65536
+KEEP_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+
+_lock = threading.Lock()
+_active = 0
+_accepted = False
+_libc: Any = None
+_probed = False
+
+
+def _glibc() -> Any:
+    """The C library through ctypes when it is glibc, else None."""
+    global _libc, _probed
+    if not _probed:
+        _probed = True
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (musl does not)
+                libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                libc.mallopt.restype = ctypes.c_int
+                libc.malloc_trim.argtypes = [ctypes.c_size_t]
+                libc.malloc_trim.restype = ctypes.c_int
+                _libc = libc
+            except (OSError, AttributeError):
+                _libc = None
+    return _libc
+
+
+def supported() -> bool:
+    """Whether :func:`reuse_freed_memory` can act here (Linux with glibc)."""
+    return _glibc() is not None
+
+
+@contextmanager
+def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
+    """Keep freed large blocks in the heap inside the ``with`` block; give them back after.
+
+    Args:
+        enabled: False makes this a no-op (``perception.reuse_memory = false``).
+
+    Yields:
+        Whether the heap policy is in force: False when disabled, not on glibc, or when glibc
+        refused a setting (``mallopt`` returns 0).
+    """
+    global _active, _accepted
+    libc = _glibc() if enabled else None
+    if libc is None:
+        yield False
+        return
+    with _lock:
+        if _active == 0:
+            _accepted = libc.mallopt(M_MMAP_MAX, 0) == 1
+            _accepted = libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1 and _accepted
+        _active += 1
+    try:
+        yield _accepted
+    finally:
+        with _lock:
+            _active -= 1
+            if _active == 0:
+                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                libc.malloc_trim(0)

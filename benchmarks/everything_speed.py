@@ -15,7 +15,14 @@ each mode:
 * ``fast``: the fast decoder with ``precision = "auto"`` (bf16 products on CPUs with native
   bf16);
 * ``fast-fp32``: the default (``decoder = "fast"``, ``precision = "fp32"``);
+* ``fast-fp32-system-heap``: the default with ``reuse_memory = false`` (glibc gives freed tensor
+  memory back after every batch);
 * ``exact``: segment-anything's own decoder (bit-identical masks).
+
+The reference also runs inside :func:`~dtwin_agent.perception.memory.reuse_freed_memory` (row
+``SamAutomaticMaskGenerator, heap kept``; ``--no-reference-heap`` leaves it out), so the table
+shows how much of the speed-up is the heap policy, which any PyTorch program on a CPU could adopt,
+and how much is the decoder: the last column is the speed-up against that row.
 
 It prints seconds per image (image encoder included), the speed-up (reference seconds / ours) and
 the equality statistics: how many reference masks have one of ours at IoU >= 0.98 (and the worst
@@ -41,9 +48,11 @@ from dtwin_agent.config import Settings  # noqa: E402
 from dtwin_agent.images import downscale, load_image  # noqa: E402
 
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
+HEAP_KEPT = "SamAutomaticMaskGenerator, heap kept"
 MODES = {
     "fast": {"decoder": "fast", "precision": "auto"},
     "fast-fp32": {"decoder": "fast", "precision": "fp32"},
+    "fast-fp32-system-heap": {"decoder": "fast", "precision": "fp32", "reuse_memory": False},
     "exact": {"decoder": "exact"},
 }
 
@@ -81,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per method (the fastest is kept)")
     parser.add_argument("--batches", default="", help="also time the fast mode at these prompts per batch")
     parser.add_argument("--no-reference", action="store_true", help="skip SamAutomaticMaskGenerator")
+    parser.add_argument(
+        "--no-reference-heap", action="store_true", help="skip the reference with the heap kept"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     loaded = load(args)
@@ -94,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from segment_anything import SamAutomaticMaskGenerator  # imported by load() through the project
 
     from dtwin_agent.perception.decoder import native_bf16
+    from dtwin_agent.perception.memory import reuse_freed_memory
     from dtwin_agent.perception.sam import SamProposer
 
     sides = [int(s) for s in args.sides.split(",") if s.strip()]
@@ -114,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| photo | points | method | seconds | speed-up vs reference | masks | reference masks matched "
-        "at IoU>=0.98 | worst best-match IoU |"
+        "at IoU>=0.98 | worst best-match IoU | speed-up vs reference, heap kept |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def settings_for(side: int, **extra: object) -> Settings:
         return Settings.model_validate(
@@ -149,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                 runners["SamAutomaticMaskGenerator"] = lambda g=generator, image=image: [
                     r["segmentation"] for r in g.generate(image)
                 ]
+                if not args.no_reference_heap:
+
+                    def kept(g=generator, image=image) -> list[np.ndarray]:
+                        with reuse_freed_memory():
+                            return [r["segmentation"] for r in g.generate(image)]
+
+                    runners[HEAP_KEPT] = kept
             for mode in modes:
                 proposer = SamProposer(settings_for(side, **MODES[mode]), model=model)
                 proposer.propose(warm, "object")
@@ -160,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[key] = timed(runners[key])
                 print(f"  {name} {side}: {key} {results[key][0]:.1f} s", file=sys.stderr, flush=True)
             ref_time, ref_masks = results.get("SamAutomaticMaskGenerator", (None, None))
+            heap_time = results.get(HEAP_KEPT, (None, None))[0]
             for key in order:
                 seconds, masks = results[key]
                 if ref_masks is None or key == "SamAutomaticMaskGenerator":
@@ -172,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = f"{ref_time / seconds:.2f}"
                     matched = f"{count}/{len(ref_masks)} ({100.0 * count / max(len(ref_masks), 1):.1f}%)"
                     worst = f"{low:.3f}"
+                heap_ratio = "-" if heap_time is None else f"{heap_time / seconds:.2f}"
                 print(
                     f"| {name} | {side}x{side} | {key} | {seconds:.1f} | {ratio} | {len(masks)} | {matched} "
-                    f"| {worst} |",
+                    f"| {worst} | {heap_ratio} |",
                     flush=True,
                 )
     batches = [int(b) for b in args.batches.split(",") if b.strip()]

@@ -224,12 +224,16 @@ def test_resize_logits_reads_only_the_visible_tokens(input_size, image_size, exp
             resize_logits(low[:, :, : 4 * cols - 4], 256, input_size, image_size, low_size=(64, 64))
 
 
+def decoded(model, count: int):
+    """An fp32 decoder on a random embedding, ``count`` prompts and their whole masks and IoUs."""
+    sparse, _ = prompts(model, count)
+    decoder = PointDecoder(model, "fp32")
+    decoder.set_image(features_for(model))
+    return decoder, sparse, *decoder(sparse)
+
+
 def test_decode_upscales_only_the_visible_tokens(tiny_sam) -> None:
-    features = features_for(tiny_sam)
-    sparse, _ = prompts(tiny_sam, 4)
-    decoder = PointDecoder(tiny_sam, "fp32")
-    decoder.set_image(features)
-    full, iou_pred = decoder(sparse)
+    decoder, sparse, full, _ = decoded(tiny_sam, 4)
     assert full.shape[-2:] == (32, 32)  # an 8 x 8 token grid
     masks, _, keep = decoder.decode(sparse, True, visible=(5, 8))
     assert masks.shape == (full.shape[0] * full.shape[1], 20, 32) and keep.all()
@@ -241,11 +245,7 @@ def test_decode_upscales_only_the_visible_tokens(tiny_sam) -> None:
 
 
 def test_decode_with_min_iou_returns_only_the_passing_masks(tiny_sam) -> None:
-    features = features_for(tiny_sam)
-    sparse, _ = prompts(tiny_sam, 7)
-    decoder = PointDecoder(tiny_sam, "fp32")
-    decoder.set_image(features)
-    full, iou_pred = decoder(sparse)
+    decoder, sparse, full, iou_pred = decoded(tiny_sam, 7)
     threshold = float(iou_pred.flatten().sort().values[10])  # some pass, some do not
     masks, ious, keep = decoder.decode(sparse, True, min_iou=threshold)
     assert torch.equal(keep, iou_pred > threshold) and torch.equal(ious, iou_pred)

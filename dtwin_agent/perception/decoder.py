@@ -329,7 +329,7 @@ class PointDecoder:
             [decoder.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in wanted], dim=1
         )  # B x M x C2
         if b == 0:
-            return hyper.new_zeros((0, m, 4 * h, 4 * w))
+            return hyper.new_zeros((0, m, 4 * rows, 4 * cols))
         if self._upscaling is None:  # not SAM's layout: its own modules, in fp32, then cropped
             upscaled = decoder.output_upscaling(keys.float().transpose(1, 2).reshape(b, c, h, w))
             _, c2, h2, w2 = upscaled.shape

@@ -4,8 +4,9 @@ Each decoder batch allocates tensors of tens of MB (``B x 4096 x 256`` fp32 imag
 upscaled masks, full-size logits) and frees them before the next batch. glibc's ``malloc`` serves
 blocks above ``M_MMAP_THRESHOLD`` (at most 32 MiB on 64-bit) with ``mmap`` and returns them with
 ``munmap`` when freed, so every batch maps fresh pages, faults each one in and has the kernel
-zero it. Measured on dog.jpg at 32 x 32 points with MobileSAM (2 cores, idle): 23.6 s of system
-time in a 37.0 s run; 0.1 s and 21.6 s with the heap kept (``benchmarks/everything_speed.py``).
+zero it. Measured on dog.jpg at 32 x 32 points with MobileSAM (2 cores, idle), the fast decoder:
+26.8 s with the system heap, 18.5 s with it kept (``benchmarks/everything_speed.py``, one run);
+in another run 23.6 s of a 37.0 s call were system time, 0.1 s with the heap kept.
 
 :func:`reuse_freed_memory` sets, for the duration of a call, ``mallopt(M_MMAP_MAX, 0)`` (large
 blocks come from the heap) and a high ``M_TRIM_THRESHOLD`` (freed heap is not given back), so

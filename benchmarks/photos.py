@@ -1,7 +1,7 @@
 """End to end on real photos: ``segment`` on every photo of ``../shared/images/queries.json``.
 
 For each photo it runs :func:`dtwin_agent.segment` with the settings given (default: the offline
-profile, the README's ``--points-per-side 16``, a fresh cache folder so every twin is built) and
+profile, SAM's 32 x 32 grid as the README's command, a fresh cache folder so every twin is built) and
 prints one markdown row:
 
 * ``IoU``: the answer mask against the ground-truth mask (``gt/*.png``, 255 = answer);
@@ -195,7 +195,7 @@ def main() -> None:
         wanted = set(args.only.split(","))
         entries = [e for e in entries if Path(e["image"]).stem in wanted]
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="dtwin-photos-")
-    overrides: dict[str, Any] = {"perception.points_per_side": 16, "cache.dir": cache_dir}
+    overrides: dict[str, Any] = {"cache.dir": cache_dir}
     overrides.update(setting_overrides(args.set))
     settings = resolve_settings(overrides=overrides)
     enc = encoder()

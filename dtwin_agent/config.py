@@ -134,7 +134,7 @@ class PerceptionSettings(_Section):
     reuse_memory: bool = Field(
         default=True,
         description="on a CPU with glibc, keep freed tensor memory in the heap between decoder batches "
-        "(same masks, far less system time); given back when the twin is built",
+        "(same masks, far less system time); process-wide while SAM proposes, given back after",
     )
     pred_iou_thresh: float = Field(
         default=0.88, ge=0, le=1, description="theta: drop masks with predicted IoU <= theta"

@@ -435,8 +435,8 @@ def resize_logits(
         model_size: the model's input side (``image_encoder.img_size``, 1024 for SAM).
         input_size: ``(height, width)`` of the resized image inside the model input.
         image_size: ``(H, W)`` of the image.
-        low_size: ``(h, w)`` of the decoder's whole low-resolution output (``4 x 64`` for SAM);
-            None: ``low_res`` is whole.
+        low_size: ``(h, w)`` of the decoder's whole low-resolution output (``(256, 256)`` for
+            SAM); None: ``low_res`` is whole.
 
     Returns:
         ``K x H x W`` fp32 logits.
@@ -446,15 +446,16 @@ def resize_logits(
     """
     _, h, w = low_res.shape
     full_h, full_w = (h, w) if low_size is None else low_size
-    rows = _resize_bands(image_size[0], input_size[0], model_size, full_h, h)
-    cols = _resize_bands(image_size[1], input_size[1], model_size, full_w, w)
+    device = str(low_res.device)
+    rows = _resize_bands(image_size[0], input_size[0], model_size, full_h, h, "rows", device)
+    cols = _resize_bands(image_size[1], input_size[1], model_size, full_w, w, "columns", device)
     low = low_res.float()
     wide = low.new_empty((low.shape[0], h, image_size[1]))
     for start, stop, lo, hi, block in cols:  # K x h x w -> K x h x W
-        wide[:, :, start:stop] = low[:, :, lo:hi] @ block.to(low.device).T
+        wide[:, :, start:stop] = low[:, :, lo:hi] @ block.T
     out = low.new_empty((low.shape[0], image_size[0], image_size[1]))
     for start, stop, lo, hi, block in rows:  # K x h x W -> K x H x W
-        out[:, start:stop] = block.to(low.device) @ wide[:, lo:hi]
+        out[:, start:stop] = block @ wide[:, lo:hi]
     return out
 
 
@@ -484,12 +485,15 @@ def visible_tokens(model_size: int, input_size: tuple[int, int], grid: tuple[int
 _BAND = 64  # output rows per block of the banded resize
 
 
-@functools.lru_cache(maxsize=16)
-def _resize_bands(out: int, cropped: int, model_size: int, low: int, present: int) -> tuple:
+@functools.lru_cache(maxsize=32)
+def _resize_bands(
+    out: int, cropped: int, model_size: int, low: int, present: int, axis: str, device: str
+) -> tuple:
     """``R`` (``out x low``: bilinear low -> model_size, crop, bilinear -> out) in row blocks.
 
     Returns ``(start, stop, lo, hi, R[start:stop, lo:hi])`` per block of ``_BAND`` output rows,
-    ``[lo, hi)`` being the low-resolution rows the block reads, all below ``present``.
+    ``[lo, hi)`` being the low-resolution rows the block reads, all below ``present``; the
+    blocks live on ``device``. ``axis`` names the axis in the error.
     """
     first_pass = _bilinear(model_size, low)[:cropped]  # cropped x low
     second_pass = _bilinear(out, cropped)  # out x cropped
@@ -500,8 +504,10 @@ def _resize_bands(out: int, cropped: int, model_size: int, low: int, present: in
         used = matrix[start:stop].abs().sum(dim=0).nonzero()
         lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
         if hi > present:
-            raise ValueError(f"the resize reads low-resolution row {hi - 1}, past the {present} given")
-        blocks.append((start, stop, lo, hi, matrix[start:stop, lo:hi].contiguous()))
+            raise ValueError(
+                f"the resize reads low-resolution {axis} up to {hi - 1}, past the {present} given"
+            )
+        blocks.append((start, stop, lo, hi, matrix[start:stop, lo:hi].contiguous().to(device)))
     return tuple(blocks)
 
 

@@ -4,25 +4,32 @@ Each decoder batch allocates tensors of tens of MB (``B x 4096 x 256`` fp32 imag
 upscaled masks, full-size logits) and frees them before the next batch. glibc's ``malloc`` serves
 blocks above ``M_MMAP_THRESHOLD`` (at most 32 MiB on 64-bit) with ``mmap`` and returns them with
 ``munmap`` when freed, so every batch maps fresh pages, faults each one in and has the kernel
-zero it. Measured on dog.jpg at 32 x 32 points with MobileSAM (2 cores, idle), the fast decoder:
-26.8 s with the system heap, 18.5 s with it kept (``benchmarks/everything_speed.py``, one run);
-in another run 23.6 s of a 37.0 s call were system time, 0.1 s with the heap kept.
+zero it. Measured on dog.jpg at 32 x 32 points with MobileSAM, the fast decoder, 2 cores at
+load 1.2-2.0: 26.8 s with the system heap, 18.5 s with it kept (``benchmarks/everything_speed.py``);
+in a separate pair of single runs 23.6 s of a 37.0 s call was system time (CPU seconds summed
+over both threads), 0.1 s of 21.6 s with the heap kept.
 
-:func:`reuse_freed_memory` sets, for the duration of a call, ``mallopt(M_MMAP_MAX, 0)`` (large
-blocks come from the heap) and a high ``M_TRIM_THRESHOLD`` (freed heap is not given back), so
-the next batch reuses pages already mapped; on leaving it puts glibc's documented defaults back
-and calls ``malloc_trim(0)``, which returns the free memory to the system. This is the remedy of
-PyTorch's CPU performance tuning guide (a caching allocator such as jemalloc or tcmalloc through
-``LD_PRELOAD``), scoped to the call, since a library cannot choose its host process's allocator.
+:func:`reuse_freed_memory` sets ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap) and a
+high ``M_TRIM_THRESHOLD`` (freed heap is not given back), so the next batch reuses pages already
+mapped. glibc's settings are process-wide: while a scope is open they hold for every thread of
+the process, not only the caller's. On leaving, ``malloc_trim(0)`` returns the free memory to the
+system and the settings become those glibc's own dynamic policy reaches after its first large
+free (``M_MMAP_THRESHOLD`` 32 MiB, its maximum on 64-bit, ``M_TRIM_THRESHOLD`` twice that;
+``mallopt`` cannot hand the dynamic policy back, and glibc cannot report the old values). This is
+the remedy of PyTorch's CPU performance tuning guide (a caching allocator such as jemalloc or
+tcmalloc through ``LD_PRELOAD``), scoped to the call, since a library cannot choose its host
+process's allocator.
 
-On anything but glibc (macOS, Windows, musl) it does nothing. Nested and concurrent scopes are
-counted: the settings go back when the last one ends. Side effect: glibc's dynamic mmap
-threshold stays off after the first scope (glibc has no way to read the old values back).
+It does nothing on anything but glibc (macOS, Windows, musl), nor when the process's allocator
+was configured from the environment (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``, ``LD_PRELOAD``
+of another allocator): that choice is the user's. Nested and concurrent scopes are counted: the
+settings change when the first opens and when the last closes.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,10 +40,20 @@ __all__ = ["reuse_freed_memory", "supported"]
 
 # glibc <malloc.h>
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
 DEFAULT_MMAP_MAX = 65536
+ADAPTED_MMAP_THRESHOLD = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+ADAPTED_TRIM_THRESHOLD = 2 * ADAPTED_MMAP_THRESHOLD  # as glibc's dynamic policy sets it
 KEEP_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+ENVIRONMENT = (
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_ARENA_MAX",
+    "GLIBC_TUNABLES",
+)
 
 _lock = threading.Lock()
 _active = 0
@@ -69,6 +86,15 @@ def supported() -> bool:
     return _glibc() is not None
 
 
+def configured_by_environment(environ: dict[str, str] | None = None) -> bool:
+    """Whether the user set the allocator up from the environment (left alone then)."""
+    env = os.environ if environ is None else environ
+    if any(env.get(name) for name in ENVIRONMENT):
+        return True
+    preload = env.get("LD_PRELOAD", "")
+    return any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc"))
+
+
 @contextmanager
 def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     """Keep freed large blocks in the heap inside the ``with`` block; give them back after.
@@ -77,11 +103,12 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
         enabled: False makes this a no-op (``perception.reuse_memory = false``).
 
     Yields:
-        Whether the heap policy is in force: False when disabled, not on glibc, or when glibc
-        refused a setting (``mallopt`` returns 0).
+        Whether the heap policy is in force: False when disabled, not on glibc, when the
+        environment configured the allocator, or when glibc refused a setting (``mallopt``
+        returns 0).
     """
     global _active, _accepted
-    libc = _glibc() if enabled else None
+    libc = _glibc() if enabled and not configured_by_environment() else None
     if libc is None:
         yield False
         return
@@ -97,5 +124,6 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
             _active -= 1
             if _active == 0:
                 libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                libc.mallopt(M_MMAP_THRESHOLD, ADAPTED_MMAP_THRESHOLD)
+                libc.mallopt(M_TRIM_THRESHOLD, ADAPTED_TRIM_THRESHOLD)
                 libc.malloc_trim(0)

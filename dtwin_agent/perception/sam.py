@@ -152,10 +152,15 @@ def _backend() -> Any:
         def upscale(self, low_res: Any) -> Any:
             """``K x h x w`` low-resolution logits -> ``K x H x W`` logits at the image size.
 
+            ``h x w``: the decoder's whole low-resolution output (exact decoder) or the part of
+            it :meth:`decode_points` returns (fast decoder).
+
             Exact decoder: SAM's ``postprocess_masks`` (bilinear to the model input, crop, bilinear
             to the image). Fast decoder: both passes as one banded linear map per axis
             (:func:`~dtwin_agent.perception.decoder.resize_logits`).
             """
+            if getattr(self, "kept", None) is None:
+                raise RuntimeError("no image embedding: set an image first")
             if low_res.shape[0] == 0:
                 return low_res.new_zeros((0, *self.original_size))
             if self.point_decoder is None:

@@ -106,15 +106,23 @@ def test_decoder_needs_an_image_and_a_known_precision(tiny_sam) -> None:
         PointDecoder(tiny_sam, "fp16")
 
 
-def test_fast_and_exact_proposers_give_the_same_masks(tiny_sam) -> None:
-    image = synthetic_image()
-    base = {"points_per_side": 5, "box_nms_thresh": 1.0, "device": "cpu", "policy": "sam_only"}
+@pytest.mark.parametrize(
+    ("size", "policy", "level"),
+    [
+        ((60, 80), "sam_only", "object"),  # landscape: token rows cropped
+        ((80, 60), "sam_only", "object"),  # portrait: token columns cropped
+        ((80, 60), "granularity", "hierarchy"),  # the re-prompts (_decode_points) too
+    ],
+)
+def test_fast_and_exact_proposers_give_the_same_masks(tiny_sam, size, policy, level) -> None:
+    image = synthetic_image(*size)
+    base = {"points_per_side": 5, "box_nms_thresh": 1.0, "device": "cpu", "policy": policy}
     exact = SamProposer(Settings.model_validate({"perception": base | {"decoder": "exact"}}), model=tiny_sam)
     fast = SamProposer(
         Settings.model_validate({"perception": base | {"decoder": "fast", "precision": "fp32"}}),
         model=tiny_sam,
     )
-    theirs, ours = exact.propose(image, "object"), fast.propose(image, "object")
+    theirs, ours = exact.propose(image, level), fast.propose(image, level)
     assert len(ours) == len(theirs) > 0
     for a, b in zip(ours, theirs, strict=True):
         assert iou(a.mask, b.mask) >= 0.98
@@ -217,10 +225,10 @@ def test_resize_logits_reads_only_the_visible_tokens(input_size, image_size, exp
     assert torch.equal(visible, whole)
     # the last row or column read lies in the last visible token: one token fewer lacks logits
     if rows < 16:
-        with pytest.raises(ValueError, match="past the"):
+        with pytest.raises(ValueError, match="rows up to .* past the"):
             resize_logits(low[:, : 4 * rows - 4], 256, input_size, image_size, low_size=(64, 64))
     if cols < 16:
-        with pytest.raises(ValueError, match="past the"):
+        with pytest.raises(ValueError, match="columns up to .* past the"):
             resize_logits(low[:, :, : 4 * cols - 4], 256, input_size, image_size, low_size=(64, 64))
 
 
@@ -232,13 +240,28 @@ def decoded(model, count: int):
     return decoder, sparse, *decoder(sparse)
 
 
-def test_decode_upscales_only_the_visible_tokens(tiny_sam) -> None:
-    decoder, sparse, full, _ = decoded(tiny_sam, 4)
+@pytest.mark.parametrize("visible", [(5, 8), (8, 5), (3, 6), (8, 8)])
+@pytest.mark.parametrize("layout", ["sam", "modules"])
+def test_decode_upscales_only_the_visible_tokens(visible, layout) -> None:
+    model = build_tiny_sam()
+    if layout == "modules":  # not SAM's upscaling layout: the decoder runs the modules, then crops
+        up = model.mask_decoder.output_upscaling
+        model.mask_decoder.output_upscaling = torch.nn.Sequential(*up, torch.nn.Identity())
+    decoder, sparse, full, _ = decoded(model, 4)
+    assert (decoder._upscaling is None) == (layout == "modules")
     assert full.shape[-2:] == (32, 32)  # an 8 x 8 token grid
-    masks, _, keep = decoder.decode(sparse, True, visible=(5, 8))
-    assert masks.shape == (full.shape[0] * full.shape[1], 20, 32) and keep.all()
+    rows, cols = visible
+    masks, _, keep = decoder.decode(sparse, True, visible=visible)
+    assert masks.shape == (full.shape[0] * full.shape[1], 4 * rows, 4 * cols) and keep.all()
     scale = full.abs().max().item()
-    assert torch.allclose(masks, full.flatten(0, 1)[:, :20, :32], atol=1e-5 * scale, rtol=1e-5)
+    expected = full.flatten(0, 1)[:, : 4 * rows, : 4 * cols]
+    assert torch.allclose(masks, expected, atol=1e-5 * scale, rtol=1e-5)
+    none, _, _ = decoder.decode(sparse, True, min_iou=2.0, visible=visible)
+    assert none.shape == (0, 4 * rows, 4 * cols)
+
+
+def test_decode_refuses_tokens_outside_the_grid(tiny_sam) -> None:
+    decoder, sparse, _, _ = decoded(tiny_sam, 2)
     for wrong in [(9, 8), (0, 8), (8, 9)]:
         with pytest.raises(ValueError, match="token grid"):
             decoder.decode(sparse, True, visible=wrong)

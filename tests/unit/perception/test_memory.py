@@ -31,13 +31,16 @@ class RecordingLibc:
 def libc(monkeypatch) -> RecordingLibc:
     fake = RecordingLibc()
     monkeypatch.setattr(memory, "_glibc", lambda: fake)
+    for name in (*memory.ENVIRONMENT, "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
     return fake
 
 
 KEEP = [("mallopt", memory.M_MMAP_MAX, 0), ("mallopt", memory.M_TRIM_THRESHOLD, memory.KEEP_TRIM_THRESHOLD)]
 RESTORE = [
     ("mallopt", memory.M_MMAP_MAX, memory.DEFAULT_MMAP_MAX),
-    ("mallopt", memory.M_TRIM_THRESHOLD, memory.DEFAULT_TRIM_THRESHOLD),
+    ("mallopt", memory.M_MMAP_THRESHOLD, 32 * 2**20),  # where glibc's dynamic policy ends up
+    ("mallopt", memory.M_TRIM_THRESHOLD, 64 * 2**20),
     ("malloc_trim", 0),
 ]
 
@@ -81,6 +84,21 @@ def test_a_refused_setting_is_reported_and_still_undone(libc) -> None:
     assert libc.calls == KEEP + RESTORE
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MALLOC_TRIM_THRESHOLD_", "1000000"),
+        ("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0"),
+        ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+    ],
+)
+def test_an_allocator_the_environment_configured_is_left_alone(libc, monkeypatch, name, value) -> None:
+    monkeypatch.setenv(name, value)
+    with memory.reuse_freed_memory() as active:
+        assert not active
+    assert libc.calls == []
+
+
 def test_disabled_or_without_glibc_it_does_nothing(libc, monkeypatch) -> None:
     with memory.reuse_freed_memory(enabled=False) as active:
         assert not active
@@ -111,7 +129,10 @@ def test_the_proposer_uses_it_on_a_cpu_and_the_masks_do_not_change(monkeypatch) 
     assert all(np.array_equal(a, b) for a, b in zip(runs[True], runs[False], strict=True))
 
 
-@pytest.mark.skipif(not memory.supported(), reason="not glibc")
+@pytest.mark.skipif(
+    not memory.supported() or memory.configured_by_environment(),
+    reason="not glibc, or the environment configured the allocator",
+)
 def test_real_glibc_accepts_the_settings() -> None:
     with memory.reuse_freed_memory() as active:
         assert active  # glibc's mallopt returned 1 for both settings

@@ -173,7 +173,7 @@ class PerceptionSettings(_Section):
         default=0.05, ge=0, le=100, description="drop objects smaller than this % of the image"
     )
     granularity: Literal["auto", "group", "object", "part", "hierarchy"] = Field(
-        default="auto",
+        default="hierarchy",
         description="auto: the VLM chooses (paper Eq. 1); hierarchy: objects and their parts in one twin",
     )
 

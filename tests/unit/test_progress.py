@@ -26,7 +26,12 @@ class BatchedProposer(StaticProposer):
 @pytest.fixture
 def offline_settings():
     return resolve_settings(
-        overrides={"models.vlm": "offline", "models.llm": "offline:lexical", "cache.enabled": False}
+        overrides={
+            "models.vlm": "offline",
+            "models.llm": "offline:lexical",
+            "perception.granularity": "auto",  # every stage reports, the granularity choice included
+            "cache.enabled": False,
+        }
     )
 
 

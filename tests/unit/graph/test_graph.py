@@ -49,6 +49,7 @@ def scripted_llm(step_answers):
 def settings_with(vlm, llm, **extra):
     base = {"models.vlm": vlm, "models.llm": llm, "cache.enabled": False, "perception.max_image_side": 96}
     base["reasoning.restate"] = False  # scripted answers in order; the restatement has its own tests
+    base["perception.granularity"] = "auto"  # the VLM's choice (paper Eq. 1) is one of the calls under test
     return resolve_settings(overrides=base | extra)  # the environment the isolating fixture set, too
 
 
@@ -270,6 +271,28 @@ def test_bad_queries(scene, query, match):
     img, _, proposer = scene
     with pytest.raises(InputError, match=match):
         segment(img, query, settings=settings_with("offline", "offline"), proposer=proposer)
+
+
+def test_the_default_twin_is_hierarchical_and_asks_no_granularity_call(scene):
+    img, _, proposer = scene
+    vlm = label_vlm()
+    llm = scripted_llm(['{"objects": [{"id": 2}]}', '{"objects": [{"id": 2}]}'])
+    settings = resolve_settings(
+        overrides={
+            "models.vlm": vlm,
+            "models.llm": llm,
+            "cache.enabled": False,
+            "perception.max_image_side": 96,
+            "reasoning.restate": False,
+        }
+    )
+    assert settings.perception.granularity == "hierarchy"
+    result = segment(img, "fruit", settings=settings, proposer=proposer)
+    assert result.granularity == "hierarchy"
+    assert result.granularity_reason == "set by perception.granularity"
+    assert not any("Which granularity" in human_text(call) for call in vlm.calls)
+    assert "granularity" not in result.usage["stages"] and len(vlm.calls) == 3  # the labels only
+    assert result.ids == [2]
 
 
 def test_usage_per_stage(scene):

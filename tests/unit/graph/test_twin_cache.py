@@ -63,7 +63,12 @@ CALLS: list[str] = []
 
 def settings(tmp_path: Path, **extra: object) -> Settings:
     return resolve_settings(
-        overrides={"perception.max_image_side": 128, "cache.dir": str(tmp_path / "cache"), **extra}
+        overrides={
+            "perception.max_image_side": 128,
+            "perception.granularity": "auto",  # the VLM's choice is one of the calls counted
+            "cache.dir": str(tmp_path / "cache"),
+            **extra,
+        }
     )
 
 

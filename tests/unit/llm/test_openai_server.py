@@ -62,6 +62,7 @@ def test_segment_through_chatopenai_base_url(server):
             "models.llm_api_key": "k",
             "cache.enabled": False,
             "perception.max_image_side": 96,
+            "perception.granularity": "auto",  # the granularity call goes through the server too
         }
     )
     result = segment(img, "something to eat", settings=settings, proposer=StaticProposer(masks))

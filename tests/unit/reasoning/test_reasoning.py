@@ -67,7 +67,12 @@ def test_segment_with_offline_lexical_by_name(tmp_path: Path) -> None:
     """``models.llm = "offline:lexical"`` used to be refused as an unknown provider."""
     image = write_scene(tmp_path / "scene.png")
     settings = resolve_settings(
-        overrides={"models.llm": "offline:lexical", "perception.max_image_side": 128, "cache.enabled": False}
+        overrides={
+            "models.llm": "offline:lexical",
+            "perception.max_image_side": 128,
+            "perception.granularity": "auto",
+            "cache.enabled": False,
+        }
     )
     result = segment(image, "the green shape", settings=settings, proposer=ColourProposer())
     assert len(result.ids) == 1 and "green" in result.chosen[0].semantic

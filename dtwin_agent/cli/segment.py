@@ -43,7 +43,9 @@ def usage_table(usage: dict[str, Any]) -> Table:
 def twin(
     image: ImageArg,
     out_dir: OutOpt = "out",
-    query: Annotated[str | None, typer.Option("--query", help="optional query guiding granularity")] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", help="optional query guiding labels (and level if auto)")
+    ] = None,
     *,
     settings: Settings,
 ) -> None:

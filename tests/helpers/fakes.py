@@ -74,11 +74,13 @@ class StaticProposer:
     def __init__(self, masks: list[np.ndarray]):
         self.masks = masks
         self.calls = 0
+        self.granularities: list[str] = []
 
     def propose(self, image: np.ndarray, granularity: str) -> list[Proposal]:
         from dtwin_agent.masks import resize_mask
 
         self.calls += 1
+        self.granularities.append(granularity)
         shape = image.shape[:2]
         return [Proposal(mask=resize_mask(m, shape), predicted_iou=0.95, stability=0.97) for m in self.masks]
 

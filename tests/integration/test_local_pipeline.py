@@ -41,6 +41,7 @@ def test_whole_graph_runs_on_the_local_llm(tmp_path):
             "models.llm": f"local:{LLM}",
             "perception.proposer": "offline",
             "perception.max_image_side": 128,
+            "perception.granularity": "auto",  # the local LLM's granularity choice is under test too
             "semantics.classifier": "none",
             "cache.dir": str(tmp_path / "cache"),
         }

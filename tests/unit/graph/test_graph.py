@@ -292,6 +292,7 @@ def test_the_default_twin_is_hierarchical_and_asks_no_granularity_call(scene):
     assert result.granularity_reason == "set by perception.granularity"
     assert not any("Which granularity" in human_text(call) for call in vlm.calls)
     assert "granularity" not in result.usage["stages"] and len(vlm.calls) == 3  # the labels only
+    assert proposer.granularities == ["hierarchy"]  # the proposer was asked for objects and parts
     assert result.ids == [2]
 
 

@@ -396,7 +396,8 @@ class SamProposer:
             model = model.to(resolve_device(p.device))
         model.eval()
         self.model = model
-        on_cuda = next(model.parameters()).device.type == "cuda"
+        self.device_type = next(model.parameters()).device.type  # fixes precision, batch, heap policy
+        on_cuda = self.device_type == "cuda"
         self.precision = resolve_precision(p.precision, on_cuda) if p.decoder == "fast" else "fp32"
         point_decoder = PointDecoder(model, self.precision) if p.decoder == "fast" else None
         self.generator = backend.Generator(
@@ -455,8 +456,7 @@ class SamProposer:
             self.generator.point_grids = [self._seeded_points(image)]
         progress = _Progress(on_progress, len(self.generator.point_grids[0]))
         self.generator.on_batch = progress.advance
-        on_cpu = next(self.model.parameters()).device.type == "cpu"
-        with reuse_freed_memory(p.reuse_memory and on_cpu):  # same masks, no page faults per batch
+        with reuse_freed_memory(p.reuse_memory and self.device_type == "cpu"):  # same masks, fewer faults
             try:
                 records = self.generator.generate(image)  # the one image-encoder pass
                 proposals = [

@@ -197,7 +197,8 @@ def summarize(node: str, update: Mapping[str, Any] | None) -> str:
     if node == "assign_semantics" and "semantics" in update:
         return f"{_count(update['semantics'])} labels"
     if node in ("build_spatial", "build_twin") and update.get("twin") is not None:
-        return f"twin of {len(getattr(update['twin'], 'objects', []) or [])} objects"
+        summary = getattr(update["twin"], "summary", None)
+        return f"twin of {summary or str(_count(getattr(update['twin'], 'objects', []))) + ' objects'}"
     if node == "refine" and update.get("steps"):
         last = update["steps"][-1]
         stop = update.get("stop_reason") or ""

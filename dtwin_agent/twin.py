@@ -37,8 +37,10 @@ RelationKind = Literal[
 
 Decision = Literal["kept", "rejected"]
 
-TWIN_VERSION = 2
-"""2: T_i with ordinal facts and percent boxes, S_i without the labeller's name (issue 12)."""
+TWIN_VERSION = 3
+"""2: T_i with ordinal facts and percent boxes, S_i without the labeller's name (issue 12).
+3: hierarchy twins rank parts among their object's parts, and relations skip what ``part of`` says
+(issue 10)."""
 
 
 class RLE(BaseModel):
@@ -248,6 +250,18 @@ class DigitalTwin(BaseModel):
                     f"objects[id={obj.id}].parent: {obj.parent} is not the id of a top-level object"
                 )
         return self
+
+    @property
+    def summary(self) -> str:
+        """How many objects the twin holds, in words.
+
+        ``12 objects (object level)``, or for a hierarchy twin ``8 objects with 30 parts``.
+        """
+        parts = sum(o.parent is not None for o in self.objects)
+        objects = len(self.objects) - parts
+        if self.granularity == "hierarchy":
+            return f"{objects} object{'s' * (objects != 1)} with {parts} part{'s' * (parts != 1)}"
+        return f"{objects} object{'s' * (objects != 1)} ({self.granularity} level)"
 
     @property
     def ids(self) -> list[int]:

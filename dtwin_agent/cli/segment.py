@@ -62,7 +62,7 @@ def twin(
     paths = write_twin_outputs(folder, result, rgb)
     for name, path in paths.items():
         out.print(f"{name}: {path}", markup=False, highlight=False)
-    out.print(f"{len(result.objects)} objects ({result.granularity} level)")
+    out.print(result.summary)
 
 
 @handle_errors(stop_local_models=True)

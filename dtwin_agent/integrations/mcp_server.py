@@ -5,7 +5,7 @@ Tools:
 - ``segment(image_path, query, session_id=None)``: the same arguments and answer as the LangChain
   tool (:class:`~dtwin_agent.integrations.tool.DTwinSegmentTool`). Content: the short text, then the mask as a
   PNG image (L mode, 0/255, original size); structured content: ids, mask RLE, file paths, twin id.
-- ``describe_twin(image_path)``: the twin's objects (id, semantic, spatial text, bbox, area %).
+- ``describe_twin(image_path)``: the twin's objects (id, semantic, spatial text, bbox, area %, parent).
 
 Errors come back as tool results with ``is_error`` set and a hint, never as a crash (the cause of
 an unexpected one is logged). Transports: stdio (default) and streamable HTTP bound to 127.0.0.1
@@ -120,7 +120,7 @@ def build_server(
             logger.error("describe_twin failed unexpectedly", exc_info=exc)
             return _error(f"internal error in describe_twin: {type(exc).__name__}: {exc}")
         lines = [f"#{o['id']} {o['semantic']}: {o['spatial']}" for o in described["objects"]]
-        text = f"{len(lines)} objects ({described['granularity']} level)\n" + "\n".join(lines)
+        text = f"{described['summary']}\n" + "\n".join(lines)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=described)
 
     return server

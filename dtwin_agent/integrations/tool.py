@@ -182,7 +182,7 @@ class DTwinSegmentTool(BaseTool):
             raise tool_exception(exc, "segmentation") from exc
 
     def describe_twin(self, image_path: str) -> dict[str, Any]:
-        """The twin's objects (id, semantic, spatial text, bbox, area %) of an image, without pixels.
+        """The twin's objects (id, semantic, spatial text, bbox, area %, parent) of an image, without pixels.
 
         Raises:
             ToolException: as :meth:`segment_image`.
@@ -199,6 +199,7 @@ class DTwinSegmentTool(BaseTool):
         return {
             "twin_id": twin_id(twin),
             "granularity": twin.granularity,
+            "summary": twin.summary,
             "width": twin.image.width,
             "height": twin.image.height,
             "objects": [
@@ -208,6 +209,7 @@ class DTwinSegmentTool(BaseTool):
                     "spatial": o.spatial,
                     "bbox": list(o.bbox),
                     "area_pct": o.area_pct,
+                    "parent": o.parent,
                 }
                 for o in twin.objects
             ],

@@ -12,7 +12,8 @@ Conventions
 * ``area_pct``: mask pixels / image pixels x 100 (paper's ``A_i``).
 * ``centroid``: mean ``(x, y)`` of the mask's pixel indices (paper Eq. 2's ``c_i``).
 * T_i carries ordinal facts over all N' objects (rank by area, by centroid x and y), computed
-  here because they need every object (:func:`~dtwin_agent.spatial.text.ordinal_facts`).
+  here because they need every object (:func:`~dtwin_agent.spatial.text.ordinal_facts`); in a
+  hierarchy twin over the objects, and over each object's parts.
 
 The polygon conventions are in :mod:`~dtwin_agent.spatial.geometry`, the relation rules and the
 budget in :mod:`~dtwin_agent.spatial.relations`, the T_i template in :mod:`~dtwin_agent.spatial.text`.
@@ -29,7 +30,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from dtwin_agent.config import Settings, SpatialSettings
 from dtwin_agent.spatial.geometry import crop_polygon
-from dtwin_agent.spatial.relations import pair_table, select_relations
+from dtwin_agent.spatial.relations import hierarchy_targets, pair_table, select_relations
 from dtwin_agent.spatial.text import ordinal_facts, spatial_text
 from dtwin_agent.twin import RLE, Relation, RelationKind
 
@@ -124,7 +125,9 @@ def build_spatial(
             when ``None``): ``max_relations`` is the budget k, ``near_fraction`` the ``near``
             threshold as a fraction of the image diagonal.
         parents: hierarchy twins: for each object, the id of the object it is a part of (or
-            None); T_i then says ``part of #id``.
+            None); T_i then says ``part of #id``, objects are ranked among objects and parts
+            among their object's parts, and relations skip what ``part of`` says
+            (:func:`~dtwin_agent.spatial.relations.hierarchy_targets`).
 
     Returns:
         One :class:`ObjectGeometry` per mask.
@@ -159,8 +162,10 @@ def build_spatial(
     geoms[:] = [r[3] for r in records]
     near = spatial.near_fraction * float(np.hypot(width, height))
     table = pair_table(list(geoms), centroids, near)
-    relations = select_relations(table, boxes, areas, ids, spatial.max_relations, geoms)
-    facts = ordinal_facts(areas.tolist(), [tuple(c) for c in centroids.tolist()])
+    hierarchy = any(p is not None for p in parents)
+    allowed = hierarchy_targets(parents, ids) if hierarchy else None
+    relations = select_relations(table, boxes, areas, ids, spatial.max_relations, geoms, allowed)
+    facts = ordinal_facts(areas.tolist(), [tuple(c) for c in centroids.tolist()], parents)
     out = []
     for index in range(n):
         bbox = tuple(int(v) for v in boxes[index])

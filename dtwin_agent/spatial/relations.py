@@ -36,6 +36,11 @@ linearly with ``N'``. Other objects are taken most salient first: containment pa
 overlapping / touching, then near, then the rest, each tier by boundary distance (the bounding
 box gap stands in for the far tier when ranking), then by the other object's area (larger first),
 then by id. A pair contributes its topological relation first, then its directional ones, until
+the budget is spent.
+
+In a hierarchy twin an object names only other objects, and a part only its sibling parts and the
+other objects (:func:`hierarchy_targets`): ``part of #id`` already says what ``inside`` /
+``surrounding`` between a part and its object would, and the budget goes to neighbours.
 """
 
 from __future__ import annotations
@@ -50,7 +55,15 @@ from shapely.geometry import MultiPolygon, Polygon
 from dtwin_agent.spatial.geometry import filled
 from dtwin_agent.twin import Relation, RelationKind
 
-__all__ = ["CONVERSE", "INSIDE_FRACTION", "KIND_ORDER", "PairTable", "pair_table", "select_relations"]
+__all__ = [
+    "CONVERSE",
+    "INSIDE_FRACTION",
+    "KIND_ORDER",
+    "PairTable",
+    "hierarchy_targets",
+    "pair_table",
+    "select_relations",
+]
 
 INSIDE_FRACTION = 0.9
 KIND_ORDER: tuple[RelationKind, ...] = (
@@ -213,7 +226,13 @@ def _bbox_gap(boxes: np.ndarray) -> np.ndarray:
 
 
 def select_relations(
-    table: PairTable, boxes: np.ndarray, areas: np.ndarray, ids: Sequence[int], k: int, geoms: np.ndarray
+    table: PairTable,
+    boxes: np.ndarray,
+    areas: np.ndarray,
+    ids: Sequence[int],
+    k: int,
+    geoms: np.ndarray,
+    allowed: np.ndarray | None = None,
 ) -> list[list[Relation]]:
     """Pick at most ``k`` relations per object, most salient first (see the module docstring).
 
@@ -224,6 +243,8 @@ def select_relations(
         ids: the object ids, in table order.
         k: the budget per object.
         geoms: the ``N`` polygons (for exact distances of chosen far pairs).
+        allowed: ``N x N`` booleans, row A: the objects A may name in its relations (all others
+            when None). Hierarchy twins pass :func:`hierarchy_targets`.
 
     Returns:
         Per object, its relations in salience order.
@@ -247,7 +268,7 @@ def select_relations(
     for a in range(n):
         picks = chosen[a]
         for b in order[a].tolist():
-            if b == a:
+            if b == a or (allowed is not None and not allowed[a, b]):
                 continue
             for kind in table.kinds(a, b):
                 picks.append((b, kind))
@@ -268,3 +289,28 @@ def select_relations(
             for b, kind in chosen[a]
         ]
     return out
+
+
+def hierarchy_targets(parents: Sequence[int | None], ids: Sequence[int]) -> np.ndarray:
+    """Which objects each object of a hierarchy twin may name in its relations (``N x N`` booleans).
+
+    An object (no parent) names other objects, never parts: its budget of k relations goes to
+    its neighbours, not to "surrounding" its own parts, which ``part of`` already says. A part names
+    its sibling parts and the other objects, never its own object (``part of #id`` says that) nor
+    parts of other objects (their object is the better landmark).
+
+    Args:
+        parents: per object, the id of its object or None.
+        ids: the object ids, in the same order.
+
+    Returns:
+        ``allowed[a, b]``: True when object ``a`` may name object ``b`` (the diagonal is False).
+    """
+    parent = np.array([-1 if p is None else int(p) for p in parents], dtype=np.int64)
+    own = np.asarray(ids, dtype=np.int64)
+    top = parent < 0
+    sibling = (parent[:, None] == parent[None, :]) & ~top[:, None]
+    other_object = top[None, :] & (own[None, :] != parent[:, None])
+    allowed = np.where(top[:, None], top[None, :], sibling | other_object)
+    np.fill_diagonal(allowed, False)
+    return allowed

@@ -11,10 +11,11 @@ left of #4``
   are comparable across objects without the image size (y grows downwards);
 * ``area``: A_i in percent of the image, two significant digits (``45%``, ``3.2%``, ``0.35%``);
 * ordinal facts (:func:`ordinal_facts`), so superlative and extreme-position questions need no
-  arithmetic: the rank by area and by centroid x and y among all N' objects, counted from the
-  nearer end (``largest``, ``2nd largest``, ``2nd smallest``, ``smallest``; ``leftmost``,
-  ``2nd from left``, ``2nd from right``, ``rightmost``; ``topmost`` ... ``bottommost``), stated
-  only within :data:`NEAR_END` of either end;
+  arithmetic: the rank by area and by centroid x and y among all N' objects (in a hierarchy
+  twin: among the objects, or among the parts of the same object), counted from the nearer end
+  (``largest``, ``2nd largest``, ``2nd smallest``, ``smallest``; ``leftmost``, ``2nd from left``,
+  ``2nd from right``, ``rightmost``; ``topmost`` ... ``bottommost``), stated only within
+  :data:`NEAR_END` of either end;
 * relations R_i,j: at most ``spatial.max_relations`` (k = 3), the most salient first
   (:func:`~dtwin_agent.spatial.relations.select_relations`),
   grouped by kind in the :data:`KIND_ORDER` order, ids ascending.
@@ -26,7 +27,7 @@ given set of masks. The renderer of JSON(D) around it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,24 +65,42 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def ordinal_facts(areas: Sequence[float], centroids: Sequence[tuple[float, float]]) -> list[OrdinalFacts]:
+def ordinal_facts(
+    areas: Sequence[float],
+    centroids: Sequence[tuple[float, float]],
+    groups: Sequence[Hashable] | None = None,
+) -> list[OrdinalFacts]:
     """The ranks of every object by area (largest first) and centroid x and y (paper 3.2's A_i, c_i).
 
     Args:
         areas: N' mask areas (any unit).
         centroids: N' centroids ``(x, y)`` in pixels (y grows downwards).
+        groups: objects are ranked only among those with an equal group key (None: all together).
+            Hierarchy twins group by parent: objects among the objects, each object's parts among
+            its parts ("the largest part of #3"), never a part against a whole object.
 
     Returns:
-        One :class:`OrdinalFacts` per object, in input order. Ties share the better rank; areas
-        and coordinates are compared after rounding to 0.01 so float noise makes no rank.
+        One :class:`OrdinalFacts` per object, in input order, ``n`` being the size of its group.
+        Ties share the better rank; areas and coordinates are compared after rounding to 0.01 so
+        float noise makes no rank.
     """
     n = len(areas)
     if n == 0:
         return []
     area = np.round(np.asarray(areas, dtype=float), 2)
     xy = np.round(np.asarray(centroids, dtype=float).reshape(n, 2), 2)
-    size, x, y = _ranks(-area), _ranks(xy[:, 0]), _ranks(xy[:, 1])
-    return [OrdinalFacts(n, int(size[i]), int(x[i]), int(y[i])) for i in range(n)]
+    keys = [None] * n if groups is None else list(groups)
+    if len(keys) != n:
+        raise ValueError(f"got {n} areas but {len(keys)} group keys")
+    members: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    facts: dict[int, OrdinalFacts] = {}
+    for group in members.values():
+        size, x, y = _ranks(-area[group]), _ranks(xy[group, 0]), _ranks(xy[group, 1])
+        for j, i in enumerate(group):
+            facts[i] = OrdinalFacts(len(group), int(size[j]), int(x[j]), int(y[j]))
+    return [facts[i] for i in range(n)]
 
 
 def _nth(k: int) -> str:
@@ -151,8 +170,8 @@ def spatial_text(
         relations: the object's budgeted relations R_i,j.
         width: image width in pixels.
         height: image height in pixels.
-        facts: the object's ranks among all objects (:func:`ordinal_facts`); left out when None
-            or when the twin has a single object.
+        facts: the object's ranks among all objects, or among its object's parts in a hierarchy
+            twin (:func:`ordinal_facts`); left out when None or when it is ranked alone.
         parent: hierarchy twins: the id of the object this one is a part of; T_i then says
             ``part of #id`` right after the location.
 

@@ -120,3 +120,15 @@ def test_validation_errors_name_the_field(mutate, field):
 def test_rle_rejects_bad_size():
     with pytest.raises(ValidationError):
         RLE(size=(0, 5), counts="")
+
+
+def test_summary_counts_objects_and_parts():
+    twin, _, _ = make_twin()
+    assert twin.summary == "2 objects (object level)"
+    part = twin.objects[1].model_copy(update={"parent": 1, "relations": []})
+    hierarchy = DigitalTwin(
+        image=twin.image,
+        granularity="hierarchy",
+        objects=[twin.objects[0].model_copy(update={"relations": []}), part],
+    )
+    assert hierarchy.summary == "1 object with 1 part"

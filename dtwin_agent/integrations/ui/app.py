@@ -205,9 +205,7 @@ class Page:
                 if twin is None:
                     yield {c["progress"]: lines}
                 else:
-                    status = (
-                        f"the twin has {len(twin.objects)} objects ({twin.granularity} level); ask about them"
-                    )
+                    status = f"the twin has {twin.summary}; ask about them"
                     yield {c["progress"]: lines, **self.values(chat, status)}
         except Exception as exc:  # noqa: BLE001 - shown on the page, never as a trace
             yield self._failed(exc, chat.session_id if chat is not None else session_id)

@@ -92,3 +92,48 @@ def test_200_objects_fill_a_valid_twin():
     for g, m in zip(geos, masks, strict=True):
         assert g.area_px == m.sum()
         assert g.polygon.is_valid and g.polygon.area == pytest.approx(m.sum())
+
+
+def car_with_parts() -> tuple[list[np.ndarray], list[int], list[int | None]]:
+    """A car (#1) with a wheel (#3) and a window (#4), and a lamp post (#2) beside it."""
+    car = box(10, 40, 69, 79)
+    post = box(75, 10, 79, 79)
+    wheel = box(15, 70, 24, 79)
+    window = box(20, 45, 39, 54)
+    return [car, post, wheel, window], [1, 2, 3, 4], [None, None, 1, 1]
+
+
+def test_hierarchy_relations_skip_what_part_of_says():
+    """An object's budget goes to other objects, a part's to its siblings and other objects."""
+    masks, ids, parents = car_with_parts()
+    geos = {g.id: g for g in build_spatial(masks, ids, W, H, parents=parents)}
+    car, post, wheel, window = geos[1], geos[2], geos[3], geos[4]
+    assert {r.target for r in car.relations} == {2}  # not "surrounding #3 #4": its own parts
+    assert {r.target for r in post.relations} == {1}  # objects name objects, not the car's parts
+    assert all(r.target != 1 for r in wheel.relations + window.relations)  # no "inside #1"
+    assert {r.target for r in wheel.relations} <= {2, 4}
+    assert "part of #1" in wheel.text and "inside" not in wheel.text
+    assert "surrounding" not in car.text
+    # without parents the same masks relate by containment, as in a one-level twin
+    flat = {g.id: g for g in build_spatial(masks, ids, W, H)}
+    assert "surrounding #3 #4" in flat[1].text and "inside #1" in flat[3].text
+
+
+def test_hierarchy_ranks_count_objects_among_objects_and_parts_among_siblings():
+    masks, ids, parents = car_with_parts()
+    geos = {g.id: g for g in build_spatial(masks, ids, W, H, parents=parents)}
+    assert "largest" in geos[1].text.split("; ")[2]  # car vs lamp post
+    assert "smallest" in geos[2].text.split("; ")[2]
+    # the window is the larger of the car's two parts, though far smaller than either object
+    assert geos[4].text.split("; ")[3] == "area 2.0%, largest"
+    assert geos[3].text.split("; ")[3] == "area 1.0%, smallest"
+    assert "leftmost" in geos[3].text and "rightmost" in geos[4].text
+    flat = {g.id: g for g in build_spatial(masks, ids, W, H)}
+    assert "smallest" in flat[3].text and "2nd smallest" in flat[4].text  # ranked with the objects
+
+
+def test_a_part_alone_in_its_object_has_no_ranks():
+    car, post, wheel, _ = car_with_parts()[0]
+    geos = build_spatial([car, post, wheel], [1, 2, 3], W, H, parents=[None, None, 1])
+    assert geos[2].text.split("; ")[:3] == ["bottom left", "part of #1", "x 15-25 y 70-80"]
+    assert geos[2].text.split("; ")[3] == "area 1.0%"  # ranked alone: no rank words

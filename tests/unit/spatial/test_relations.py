@@ -144,3 +144,12 @@ def test_budget_prefers_salient_relations():
         [hole_fill, big, *far_things], None, W, H, Settings().merged({"spatial.max_relations": 1})
     )
     assert [(r.target, r.kind) for r in geos[0].relations] == [(2, "inside")]
+
+
+def test_hierarchy_targets():
+    from dtwin_agent.spatial.relations import hierarchy_targets
+
+    # objects 1, 2; parts 3, 4 of 1; part 5 of 2
+    allowed = hierarchy_targets([None, None, 1, 1, 2], [1, 2, 3, 4, 5])
+    names = {a + 1: sorted(b + 1 for b in range(5) if allowed[a, b]) for a in range(5)}
+    assert names == {1: [2], 2: [1], 3: [2, 4], 4: [2, 3], 5: [1]}

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "perception": {
                     "points_per_side": side,
+                    "prompts": "grid",  # the reference's grid, not the CPU default's object-aware prompts
                     "policy": "sam_only",
                     "device": "cpu",
                     "sam_model_type": "vit_t",

@@ -104,7 +104,8 @@ def run_pipeline(source, settings: Settings, proposer, granularity: str, truth=N
 
     t = time.perf_counter()
     ids = [r.id for r in records]
-    geometry = build_spatial(rles, ids, image.width, image.height, settings)
+    parents = [r.parent for r in records]
+    geometry = build_spatial(rles, ids, image.width, image.height, settings, parents)
     times["spatial"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -120,6 +121,7 @@ def run_pipeline(source, settings: Settings, proposer, granularity: str, truth=N
             semantic=s,
             relations=g.relations,
             spatial=g.text,
+            parent=r.parent,
         )
         for g, rle, r, s in zip(geometry, rles, records, semantics, strict=True)
     ]
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--proposer", default="offline", help="auto | offline | sam | a registered name")
     parser.add_argument("--max-side", type=int, default=1024, help="perception.max_image_side")
-    parser.add_argument("--granularity", default="object", choices=["group", "object", "part"])
+    parser.add_argument("--granularity", default="object", choices=["group", "object", "part", "hierarchy"])
     parser.add_argument(
         "--images", nargs="*", default=None, help="image files or folders (default: ../shared/images)"
     )
@@ -306,6 +308,7 @@ def mobile_sam_tables(args, photos: list) -> int:
                 "perception.sam_model_type": "vit_t",
                 "perception.sam_checkpoint": checkpoint,
                 "perception.points_per_side": side,
+                "perception.prompts": "grid",  # this table is about the grid's side
                 "perception.max_image_side": args.max_side,
                 "perception.device": "cpu",
                 **{f"perception.{k}": v for k, v in extra.items()},

@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "perception.proposer": "sam",
             "perception.sam_checkpoint": "mobile_sam",
             "perception.points_per_side": args.points_per_side,
+            "perception.prompts": "grid",
         }
         configs.append(
             (f"MobileSAM vit_t, {args.points_per_side}x{args.points_per_side} points", base.merged(sam))

@@ -112,9 +112,12 @@ class PerceptionSettings(_Section):
     )
     device: str = Field(default="auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     points_per_side: int = Field(default=32, ge=1)
-    prompts: Literal["grid", "objects"] = Field(
-        default="grid",
-        description="grid: points_per_side^2 points; objects: one per offline colour region + a coarse grid",
+    prompts: Literal["auto", "grid", "objects"] = Field(
+        default="auto",
+        description=(
+            "grid: points_per_side^2 points; objects: one per offline colour region + a coarse grid; "
+            "auto: objects on a CPU, grid on CUDA"
+        ),
     )
     prompt_coarse_side: int = Field(default=8, ge=0, description="coarse grid side of prompts = objects")
     points_per_batch: int | Literal["auto"] = Field(

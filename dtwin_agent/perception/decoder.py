@@ -37,7 +37,11 @@ import functools
 import math
 from typing import Any
 
-__all__ = ["PointDecoder", "native_bf16", "resize_logits", "visible_tokens"]
+__all__ = ["LOGITS_PER_TOKEN", "PointDecoder", "native_bf16", "resize_logits", "visible_tokens"]
+
+LOGITS_PER_TOKEN = 4
+"""Low-resolution logits per token along each side: SAM's ``output_upscaling`` is two stride-2
+transposed convolutions, so a 64 x 64 token grid gives 256 x 256 logits (upstream ``MaskDecoder``)."""
 
 
 def native_bf16() -> bool:
@@ -329,7 +333,7 @@ class PointDecoder:
             [decoder.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in wanted], dim=1
         )  # B x M x C2
         if b == 0:
-            return hyper.new_zeros((0, m, 4 * rows, 4 * cols))
+            return hyper.new_zeros((0, m, LOGITS_PER_TOKEN * rows, LOGITS_PER_TOKEN * cols))
         if self._upscaling is None:  # not SAM's layout: its own modules, in fp32, then cropped
             upscaled = decoder.output_upscaling(keys.float().transpose(1, 2).reshape(b, c, h, w))
             _, c2, h2, w2 = upscaled.shape
@@ -350,7 +354,7 @@ class PointDecoder:
             x.reshape(b, -1, x.shape[-1] // 4), hyper.transpose(1, 2).to(self.dtype)
         )  # B x 16N x M
         masks = masks.reshape(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6).float()
-        return masks.reshape(b, m, 4 * h, 4 * w)
+        return masks.reshape(b, m, LOGITS_PER_TOKEN * h, LOGITS_PER_TOKEN * w)
 
     def _norm(self, norm: Any, x: Any) -> Any:
         """``norm`` (an ``nn.LayerNorm``) applied in the working dtype."""
@@ -463,8 +467,8 @@ def visible_tokens(model_size: int, input_size: tuple[int, int], grid: tuple[int
     """Rows and columns of the decoder's token grid whose logits SAM's postprocessing reads.
 
     The image fills the top-left ``input_size`` of SAM's padded square input; the crop reads
-    low-resolution logits (``4 x 4`` per token) up to the last row / column its bilinear pass
-    touches (:func:`resize_logits`).
+    low-resolution logits (:data:`LOGITS_PER_TOKEN` squared per token) up to the last row / column
+    its bilinear pass touches (:func:`resize_logits`).
 
     Args:
         model_size: the model's input side (1024 for SAM).
@@ -476,9 +480,9 @@ def visible_tokens(model_size: int, input_size: tuple[int, int], grid: tuple[int
     """
     out = []
     for cropped, tokens in zip(input_size, grid, strict=True):
-        low = 4 * tokens
+        low = LOGITS_PER_TOKEN * tokens
         read = int(_bilinear(model_size, low)[:cropped].abs().sum(dim=0).nonzero().max()) + 1
-        out.append(min(tokens, max(1, -(-read // 4))))
+        out.append(min(tokens, max(1, -(-read // LOGITS_PER_TOKEN))))
     return out[0], out[1]
 
 

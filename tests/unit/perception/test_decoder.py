@@ -165,7 +165,15 @@ def test_native_bf16_reads_the_cpu_probes(monkeypatch) -> None:
 @pytest.mark.parametrize("granularity", ["part", "object"])
 def test_progress_is_reported_per_decoder_batch(tiny_sam, granularity) -> None:
     settings = Settings.model_validate(
-        {"perception": {"points_per_side": 4, "points_per_batch": 5, "box_nms_thresh": 1.0, "device": "cpu"}}
+        {
+            "perception": {
+                "points_per_side": 4,
+                "points_per_batch": 5,
+                "box_nms_thresh": 1.0,
+                "device": "cpu",
+                "prompts": "grid",
+            }
+        }
     )
     calls: list[tuple[int, int]] = []
     proposals = SamProposer(settings, model=tiny_sam).propose(
@@ -314,3 +322,21 @@ def test_object_aware_prompts_run_fewer_decoder_prompts(tiny_sam) -> None:
         assert len(proposer.generator.point_grids[0]) == 64  # the grid is back after the image
     assert totals["grid"] == 64
     assert 4 < totals["objects"] < 64  # a 2 x 2 grid plus one prompt per offline region
+
+
+def test_prompts_auto_are_object_aware_on_a_cpu_and_the_grid_on_cuda(tiny_sam) -> None:
+    from dtwin_agent.perception.sam import resolve_prompts
+
+    assert resolve_prompts("auto", on_cuda=False) == "objects"
+    assert resolve_prompts("auto", on_cuda=True) == "grid"
+    assert resolve_prompts("grid", on_cuda=False) == "grid"
+    assert resolve_prompts("objects", on_cuda=True) == "objects"
+    assert Settings().perception.prompts == "auto"
+    settings = Settings.model_validate(
+        {"perception": {"points_per_side": 8, "prompt_coarse_side": 2, "device": "cpu"}}
+    )
+    proposer = SamProposer(settings, model=tiny_sam)
+    assert proposer.prompts == "objects"
+    calls: list[tuple[int, int]] = []
+    proposer.propose(synthetic_image(), "part", on_progress=lambda d, t: calls.append((d, t)))
+    assert 4 < calls[-1][1] < 64  # a 2 x 2 grid and the offline regions, not the 8 x 8 grid

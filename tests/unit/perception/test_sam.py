@@ -169,6 +169,7 @@ def test_sam_only_equals_automatic_mask_generator(tiny_sam, image, points_per_si
         points_per_batch=batch,
         policy="sam_only",
         decoder="exact",
+        prompts="grid",  # the CPU default is object-aware prompts: this compares the grid
     )
     ours = SamProposer(settings, model=tiny_sam).propose(image, "object")
     generator = SamAutomaticMaskGenerator(

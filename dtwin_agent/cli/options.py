@@ -48,6 +48,7 @@ _SHARED: tuple[tuple[str, str, type, str], ...] = (
     ("proposer", "perception.proposer", str, "auto | sam | offline"),
     ("sam_checkpoint", "perception.sam_checkpoint", str, "SAM checkpoint: a model name or a file"),
     ("sam_model_type", "perception.sam_model_type", str, "vit_h | vit_l | vit_b | vit_t"),
+    ("prompts", "perception.prompts", str, "SAM prompts: auto (CPU: objects, CUDA: grid) | grid | objects"),
     ("points_per_side", "perception.points_per_side", int, "SAM grid: N x N point prompts"),
     ("device", "perception.device", str, "auto | cpu | cuda | cuda:N"),
     ("granularity", "perception.granularity", str, "auto | group | object | part | hierarchy"),

@@ -24,7 +24,7 @@ COMMANDS = {
 }
 
 FLAGS = [
-    "--points-per-side", "8", "--device", "cpu", "--sam-checkpoint", "mobile_sam",
+    "--points-per-side", "8", "--prompts", "grid", "--device", "cpu", "--sam-checkpoint", "mobile_sam",
     "--sam-model-type", "vit_t", "--mode", "single_shot", "--base-url", "http://127.0.0.1:9/v1",
     "--llm", "openai:my-model", "--vlm", "offline", "--proposer", "offline", "--granularity", "part",
     "--strategy", "direct", "--max-steps", "2", "--vlm-base-url", "http://127.0.0.1:8/v1",
@@ -69,6 +69,7 @@ def test_shared_options_reach_the_settings(command, image, tmp_path, monkeypatch
     assert result.exit_code == 1 and "Captured" in result.stderr, result.output
     settings = seen["settings"]
     assert settings.perception.points_per_side == 8 and settings.perception.device == "cpu"
+    assert settings.perception.prompts == "grid"
     assert (
         settings.perception.sam_checkpoint == "mobile_sam" and settings.perception.sam_model_type == "vit_t"
     )

@@ -24,7 +24,7 @@ set: nothing here or in the library special-cases them.
 
 Usage::
 
-    python benchmarks/photos.py [--only dog,truck] [--set perception.points_per_side=16 ...]
+    python benchmarks/photos.py [--only dog,truck] [--set perception.prompts=grid ...]
         [--cache-dir DIR] [--json out.jsonl]
 """
 

@@ -315,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         "--proposers", default="offline,mobile_sam", help="offline, mobile_sam, vit_h/vit_b/..."
     )
     parser.add_argument("--levels", default="part,object,group,sam_only")
-    parser.add_argument("--points-per-side", type=int, default=None, help="SAM grid (default: settings)")
+    parser.add_argument(
+        "--points-per-side",
+        type=int,
+        default=None,
+        help="SAM grid side (default: settings); on a CPU add --set prompts=grid (default: objects)",
+    )
     parser.add_argument("--photos", default=None, help="N first photos, or names (comma separated)")
     parser.add_argument("--no-photos", action="store_true")
     parser.add_argument("--shared", type=Path, default=SHARED_IMAGES, help="folder with queries.json")
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "--choice", action="store_true", help="ask the offline profile's granularity choice for every query"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2 scenes, 2 photos, 1 composite, 16 x 16 points"
+        "--quick", action="store_true", help="2 scenes, 2 photos, 1 composite, 16 x 16 points (for the grid)"
     )
     parser.add_argument("--max-side", type=int, default=1024, help="perception.max_image_side")
     parser.add_argument("--sam-checkpoint", default=None, help="checkpoint for vit_h / vit_l / vit_b rows")

@@ -119,7 +119,9 @@ class PerceptionSettings(_Section):
             "auto: objects on a CPU, grid on CUDA"
         ),
     )
-    prompt_coarse_side: int = Field(default=8, ge=0, description="coarse grid side of prompts = objects")
+    prompt_coarse_side: int = Field(
+        default=8, ge=0, description="coarse grid side of the object-aware prompts"
+    )
     points_per_batch: int | Literal["auto"] = Field(
         default="auto",
         description="prompts per decoder call; auto: 16 on a CPU (cache-sized), 1024 on CUDA (halved on OOM)",

@@ -64,14 +64,20 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 def twin_settings(settings: Any) -> dict[str, Any]:
-    """The settings that shape a twin (a resumed build must keep them): proposer, spatial, labeller."""
+    """The settings that shape a twin, which a resumed build must keep.
+
+    The proposer, spatial and labeller settings, and the twin format's version (its T_i and S_i
+    wording).
+    """
     from dtwin_agent.perception import resolve_settings_for_proposer
+    from dtwin_agent.twin import TWIN_VERSION
 
     perception = resolve_settings_for_proposer(settings).perception.model_dump(
         mode="json", exclude={"device"}
     )
     vlm = settings.models.vlm
     return {
+        "twin_version": TWIN_VERSION,
         "perception": perception,
         "spatial": settings.spatial.model_dump(mode="json"),
         "semantics": settings.semantics.model_dump(mode="json", exclude={"concurrency"}),

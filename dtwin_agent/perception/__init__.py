@@ -41,6 +41,9 @@ def resolve_settings_for_proposer(settings: Settings) -> Settings:
     ``auto`` becomes ``sam`` when a checkpoint is set, else ``sam`` with MobileSAM (``vit_t``) when
     it is fetched and installed, else ``offline``. A checkpoint given as a store name
     (``sam_vit_h``, ``mobile_sam``...) becomes its verified file, with the matching model type.
+    For SAM, ``prompts = "auto"`` becomes ``grid`` or ``objects`` for the device
+    (:func:`~dtwin_agent.perception.prompts.resolve_prompts`): the twin cache key and a resumed
+    twin build see which prompts built a twin.
     """
     from dtwin_agent.offline.profile import MOBILE_SAM, mobile_sam_available
     from dtwin_agent.weights import store
@@ -60,7 +63,21 @@ def resolve_settings_for_proposer(settings: Settings) -> Settings:
         spec = store.MODELS[checkpoint]
         update["perception.sam_checkpoint"] = str(store.resolve_model(checkpoint, settings))
         update["perception.sam_model_type"] = spec.extra.get("sam_model_type", perception.sam_model_type)
+    if name == "sam" and perception.prompts == "auto":  # the twin differs: cache keys must say which
+        from dtwin_agent.perception.prompts import resolve_prompts
+
+        on_cuda = _on_cuda(perception.device)
+        update["perception.prompts"] = resolve_prompts("auto", on_cuda, perception.policy)
     return settings.merged(update) if update else settings
+
+
+def _on_cuda(device: str) -> bool:
+    """Whether SAM will run on CUDA for ``perception.device`` (``auto``: when torch sees a GPU)."""
+    if device != "auto":
+        return device.startswith("cuda")
+    import torch  # only here: a SAM proposer imports it anyway
+
+    return bool(torch.cuda.is_available())
 
 
 def resolve_proposer_name(settings: Settings) -> str:

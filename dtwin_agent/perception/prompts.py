@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["grid_points", "seeded_points"]
+__all__ = ["grid_points", "resolve_prompts", "seeded_points"]
 
 
 def grid_points(side: int) -> np.ndarray:
@@ -66,3 +66,20 @@ def seeded_points(
     merged = np.concatenate([grid, np.clip(seeded, 0.0, 1.0)])
     _, first = np.unique(np.round(merged, 6), axis=0, return_index=True)
     return merged[np.sort(first)]
+
+
+def resolve_prompts(prompts: str, on_cuda: bool, policy: str = "granularity") -> str:
+    """``perception.prompts`` resolved: ``auto`` -> ``objects`` on a CPU, ``grid`` on CUDA.
+
+    On a CPU the decoder's prompts are the cost of everything mode; on CUDA the paper's 32 x 32
+    grid goes through the decoder in large batches and costs little. ``policy = "sam_only"``
+    (segment-anything's own output, no granularity policy) always resolves ``auto`` to the grid.
+    ``grid`` and ``objects`` pass through.
+
+    Measured (``benchmarks/twin_quality.py --levels hierarchy``, MobileSAM, the 2-core CPU): the
+    object-aware prompts decode 6.5x fewer prompts in 4.6x fewer seconds per photo than the grid,
+    mean oracle IoU 0.788 against 0.797 on the shared photos, synthetic recall 1.000 for both.
+    """
+    if prompts != "auto":
+        return prompts
+    return "grid" if on_cuda or policy == "sam_only" else "objects"

@@ -73,7 +73,7 @@ from dtwin_agent.perception.policy import (
     find_groups,
     part_dedup,
 )
-from dtwin_agent.perception.prompts import seeded_points
+from dtwin_agent.perception.prompts import resolve_prompts, seeded_points
 from dtwin_agent.twin import TWIN_LEVELS, TwinLevel
 
 __all__ = ["SamProposer", "load_sam", "resolve_device"]
@@ -420,7 +420,9 @@ class SamProposer:
             output_mode="binary_mask",
         )
         self.predictor = self.generator.predictor
-        self.prompts = resolve_prompts(p.prompts, on_cuda)
+        self.prompts = resolve_prompts(p.prompts, on_cuda, p.policy)
+        if self.prompts == "objects":  # the run's components say which prompts built the twin
+            self.name = self.name[:-1] + ", object-aware prompts)"
         self._seeder: Any = None  # the offline proposer, for object-aware prompts
 
     @property
@@ -636,19 +638,6 @@ def resolve_precision(precision: str, on_cuda: bool) -> str:
             "perception.precision 'bf16' needs a CPU with AMX or AVX512-BF16; use 'auto' or 'fp32'"
         )
     return precision
-
-
-def resolve_prompts(prompts: str, on_cuda: bool) -> str:
-    """``auto`` -> ``objects`` on a CPU, where the decoder's prompts are the cost; ``grid`` on CUDA.
-
-    On CUDA the paper's 32 x 32 grid goes through the decoder in large batches and costs little.
-    On the 2-core CPU ``benchmarks/twin_quality.py --levels hierarchy`` measured the object-aware
-    prompts at 6.5x fewer decoder prompts and 4.6x fewer seconds per photo than the grid, mean oracle
-    IoU 0.788 against 0.797 and the same synthetic recall (1.000 at IoU >= 0.85).
-    """
-    if prompts == "auto":
-        return "grid" if on_cuda else "objects"
-    return prompts
 
 
 def resolve_batch_size(points_per_batch: int | str, on_cuda: bool) -> int:

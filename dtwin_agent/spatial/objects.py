@@ -133,7 +133,8 @@ def build_spatial(
         One :class:`ObjectGeometry` per mask.
 
     Raises:
-        ValueError: for an empty mask, a mask of the wrong size, or bad ids.
+        ValueError: for an empty mask, a mask of the wrong size, bad ids, or a parent that is not
+            the id of a top-level object.
 
     """
     spatial = _spatial_settings(settings)
@@ -147,6 +148,10 @@ def build_spatial(
     parents = [None] * len(ids) if parents is None else list(parents)
     if len(parents) != len(ids):
         raise ValueError(f"got {len(ids)} ids but {len(parents)} parents")
+    top = {i for i, p in zip(ids, parents, strict=True) if p is None}
+    bad = [(i, p) for i, p in zip(ids, parents, strict=True) if p is not None and p not in top]
+    if bad:
+        raise ValueError(f"parents must be ids of top-level objects; got (id, parent) {bad}")
     total = float(width * height)
     records = []
     for index, item in enumerate(masks):

@@ -65,12 +65,11 @@ def test_offline_profile_on_a_photo_uses_every_local_model(tmp_path, shared_imag
         overrides={
             "models.models_dir": str(MODELS_DIR),
             "models.llm": "offline" if LLM == LOCAL_LLM else f"local:{LLM}",
-            "perception.points_per_side": 8,
             "cache.dir": str(tmp_path / "cache"),
         }
     )
     result = segment(shared_image("dog.jpg"), "what the dog is waiting for", settings=settings)
-    assert result.components["proposer"].startswith("sam")
+    assert result.components["proposer"] == "sam (MobileSAM vit_t, object-aware prompts)"  # CPU default
     assert "ImageNet classifier" in result.components["semantics"]
     # S_i hold the classifier's labels with scores before the colour and shape words
     assert any(re.match(r"[^;]+ 0\.\d\d.*; ", o.semantic) for o in result.twin.objects)

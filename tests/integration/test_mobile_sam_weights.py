@@ -43,6 +43,7 @@ def test_mobile_sam_weights_segment_the_dog_photo(shared_image) -> None:
                 "sam_model_type": "vit_t",
                 "sam_checkpoint": checkpoint,
                 "points_per_side": 4,
+                "prompts": "grid",  # the 4 x 4 grid (a CPU's default is object-aware prompts)
                 "device": "cpu",
             }
         }

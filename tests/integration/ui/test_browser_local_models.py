@@ -36,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         pytest.skip(f"{PHOTOS / 'dog.jpg'} not present")
     env = clean_env(tmp_path, DTWIN_MODELS_DIR=str(MODELS_DIR))
     del env["DTWIN_LLM"]  # the offline profile's own local LLM
-    running = start_ui(env, "--root", str(PHOTOS), "--points-per-side", "8")
+    running = start_ui(env, "--root", str(PHOTOS), "--prompts", "grid", "--points-per-side", "8")
     yield running
     stop_ui(running)
     assert "Traceback" not in running.log(), running.log()

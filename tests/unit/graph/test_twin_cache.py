@@ -203,3 +203,21 @@ def test_wall_time_query_1_vs_2_offline_profile(tmp_path: Path, shared_image, la
     )
     assert len(label_calls) == labels_after_first
     assert second.components.get("cache") == "twin reused from the cache"
+
+
+@pytest.mark.parametrize(("device", "resolved"), [("cpu", "objects"), ("cuda", "grid"), ("cuda:1", "grid")])
+def test_the_key_says_which_prompts_auto_resolves_to(device: str, resolved: str) -> None:
+    """A CPU twin (object-aware prompts) is never reused as a CUDA twin (the grid), nor back."""
+    from dtwin_agent.graph.nodes.twin_cache import twin_cache_key
+
+    state = {"image_sha256": "0" * 64, "granularity": "hierarchy"}
+
+    def key(**perception: object) -> str:
+        return twin_cache_key(
+            state, Settings.model_validate({"perception": {"proposer": "sam", **perception}})
+        )
+
+    assert key(device=device) == key(device=device, prompts=resolved)
+    assert key(device="cpu") != key(device="cuda")
+    # sam_only is segment-anything's own output: its grid on every device
+    assert key(device="cpu", policy="sam_only") == key(device="cpu", policy="sam_only", prompts="grid")

@@ -116,7 +116,7 @@ def test_decoder_needs_an_image_and_a_known_precision(tiny_sam) -> None:
 )
 def test_fast_and_exact_proposers_give_the_same_masks(tiny_sam, size, policy, level) -> None:
     image = synthetic_image(*size)
-    base = {"points_per_side": 5, "box_nms_thresh": 1.0, "device": "cpu", "policy": policy}
+    base = {"points_per_side": 5, "prompts": "grid", "box_nms_thresh": 1.0, "device": "cpu", "policy": policy}
     exact = SamProposer(Settings.model_validate({"perception": base | {"decoder": "exact"}}), model=tiny_sam)
     fast = SamProposer(
         Settings.model_validate({"perception": base | {"decoder": "fast", "precision": "fp32"}}),
@@ -325,8 +325,9 @@ def test_object_aware_prompts_run_fewer_decoder_prompts(tiny_sam) -> None:
 
 
 def test_prompts_auto_are_object_aware_on_a_cpu_and_the_grid_on_cuda(tiny_sam) -> None:
-    from dtwin_agent.perception.sam import resolve_prompts
+    from dtwin_agent.perception.prompts import resolve_prompts
 
+    assert resolve_prompts("auto", on_cuda=False, policy="sam_only") == "grid"  # SAM's own output
     assert resolve_prompts("auto", on_cuda=False) == "objects"
     assert resolve_prompts("auto", on_cuda=True) == "grid"
     assert resolve_prompts("grid", on_cuda=False) == "grid"

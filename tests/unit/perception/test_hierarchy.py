@@ -34,7 +34,7 @@ def check_structure(proposals: list[Proposal]) -> None:
 def test_sam_hierarchy_is_objects_then_parts_from_one_encoder_pass() -> None:
     model = build_tiny_sam()
     settings = Settings.model_validate(
-        {"perception": {"points_per_side": 5, "box_nms_thresh": 1.0, "device": "cpu"}}
+        {"perception": {"points_per_side": 5, "prompts": "grid", "box_nms_thresh": 1.0, "device": "cpu"}}
     )
     calls = []
     handle = model.image_encoder.register_forward_hook(lambda *args: calls.append(1))

@@ -28,7 +28,13 @@ needs_mobile_sam = pytest.mark.skipif(
 
 
 def make_settings(**perception) -> Settings:
-    base = {"points_per_side": 2, "points_per_batch": 64, "device": "cpu", "sam_model_type": "vit_t"}
+    base = {
+        "points_per_side": 2,
+        "prompts": "grid",  # the 2 x 2 grid, not the CPU default's object-aware prompts
+        "points_per_batch": 64,
+        "device": "cpu",
+        "sam_model_type": "vit_t",
+    }
     return Settings.model_validate({"perception": base | perception})
 
 

@@ -38,7 +38,13 @@ def image() -> np.ndarray:
 
 
 def make_settings(**perception) -> Settings:
-    base = {"points_per_side": 4, "points_per_batch": 64, "box_nms_thresh": 1.0, "device": "auto"}
+    base = {  # the 4 x 4 grid (a CPU's default is object-aware prompts)
+        "points_per_side": 4,
+        "prompts": "grid",
+        "points_per_batch": 64,
+        "box_nms_thresh": 1.0,
+        "device": "auto",
+    }
     return Settings.model_validate({"perception": base | perception})
 
 

@@ -137,3 +137,10 @@ def test_a_part_alone_in_its_object_has_no_ranks():
     geos = build_spatial([car, post, wheel], [1, 2, 3], W, H, parents=[None, None, 1])
     assert geos[2].text.split("; ")[:3] == ["bottom left", "part of #1", "x 15-25 y 70-80"]
     assert geos[2].text.split("; ")[3] == "area 1.0%"  # ranked alone: no rank words
+
+
+@pytest.mark.parametrize("parents", [[None, 9], [None, 1, 2], [1, None]])
+def test_parents_must_be_top_level_ids(parents):
+    masks = [box(10 * i, 10 * i, 10 * i + 5, 10 * i + 5) for i in range(len(parents))]
+    with pytest.raises(ValueError, match="top-level"):
+        build_spatial(masks, None, W, H, parents=parents)

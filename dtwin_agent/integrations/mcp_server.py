@@ -126,8 +126,16 @@ def build_server(
     return server
 
 
+BACKLOG = 2048
+"""Pending connections queued before uvicorn accepts (uvicorn's own default backlog)."""
+
+
 def bind_port(port: int, host: str = HOST) -> socket.socket:
-    """A listening-ready TCP socket bound to ``host:port`` (what uvicorn would bind, bound first here).
+    """A listening TCP socket on ``host:port`` (what uvicorn would bind, bound first here).
+
+    It listens before the server prints its start line, so a client that connects as soon as it reads
+    that line is queued until uvicorn accepts, never refused (uvicorn listens on it again with its own
+    backlog).
 
     Raises:
         InputError: a port outside 1..65535.
@@ -140,6 +148,7 @@ def bind_port(port: int, host: str = HOST) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no obstacle
     try:
         sock.bind((host, port))
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise DTwinError(

@@ -187,6 +187,23 @@ def test_the_module_entry_point_keeps_the_exit_codes(tmp_path: Path) -> None:
     assert lines[-1].startswith("error: cannot listen on") and not any("Traceback" in x for x in lines)
 
 
+def test_the_bound_port_queues_a_client_before_the_server_accepts() -> None:
+    """The start line is printed after bind_port: a client connecting at once must not be refused."""
+    import socket
+
+    from dtwin_agent.integrations.mcp_server import bind_port
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sock = bind_port(port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # nobody accepts yet
+            pass
+    finally:
+        sock.close()
+
+
 @pytest.mark.slow
 def test_the_http_server_serves_the_tools(scene: Path, tmp_path: Path) -> None:
     import socket

@@ -117,14 +117,20 @@ def _backend() -> Any:
             self.kept = (self.features, self.original_size, self.input_size)
             if self.point_decoder is not None:
                 self.point_decoder.set_image(self.features)
-                grid = tuple(self.features.shape[-2:])
-                self.visible = visible_tokens(self.model.image_encoder.img_size, self.input_size, grid)
+                self._set_visible()
+
+        def _set_visible(self) -> None:
+            grid = tuple(self.features.shape[-2:])
+            self.visible = visible_tokens(self.model.image_encoder.img_size, self.input_size, grid)
 
         def restore(self) -> None:
+            """Bring back the kept embedding (and the tokens the crop reads, which follow from it)."""
             if getattr(self, "kept", None) is None:
                 raise RuntimeError("no image embedding to restore")
             self.features, self.original_size, self.input_size = self.kept
             self.is_image_set = True
+            if self.point_decoder is not None:
+                self._set_visible()
 
         def release(self) -> None:
             self.reset_image()

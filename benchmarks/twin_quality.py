@@ -261,9 +261,7 @@ def share_everything_mode(proposer, store: dict) -> None:
         else:
             records, kept, seconds = store[key]
             generator.predictor.kept = kept
-            generator.predictor.restore()
-            if getattr(generator.predictor, "point_decoder", None) is not None:
-                generator.predictor.point_decoder.set_image(generator.predictor.features)
+            generator.predictor.restore()  # the point decoder's copy of the embedding too
             CHARGED[0] += seconds
         return store[key][0]
 

@@ -191,9 +191,9 @@ def serve(
     import uvicorn
 
     sock = bind_port(port)
-    config = uvicorn.Config(server.streamable_http_app(host=HOST), log_level="warning")
-    print(f"MCP server on http://{HOST}:{port}/mcp (Ctrl-C stops it)", file=sys.stderr, flush=True)
     try:
+        config = uvicorn.Config(server.streamable_http_app(host=HOST), log_level="warning")
+        print(f"MCP server on http://{HOST}:{port}/mcp (Ctrl-C stops it)", file=sys.stderr, flush=True)
         anyio.run(uvicorn.Server(config).serve, [sock])
     finally:
         sock.close()

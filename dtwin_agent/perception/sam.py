@@ -117,6 +117,7 @@ def _backend() -> Any:
             self.kept = (self.features, self.original_size, self.input_size)
             if self.point_decoder is not None:
                 self.point_decoder.set_image(self.features)
+                self._decoded = self.features  # the embedding the point decoder holds
                 self._set_visible()
 
         def _set_visible(self) -> None:
@@ -124,17 +125,25 @@ def _backend() -> Any:
             self.visible = visible_tokens(self.model.image_encoder.img_size, self.input_size, grid)
 
         def restore(self) -> None:
-            """Bring back the kept embedding (and the tokens the crop reads, which follow from it)."""
+            """Bring back the kept embedding: the point decoder's copy and the tokens the crop reads too.
+
+            ``kept`` may come from another predictor of the same model (benchmarks share one
+            everything-mode run); the point decoder is given that embedding unless it holds it already.
+            """
             if getattr(self, "kept", None) is None:
                 raise RuntimeError("no image embedding to restore")
             self.features, self.original_size, self.input_size = self.kept
             self.is_image_set = True
             if self.point_decoder is not None:
+                if getattr(self, "_decoded", None) is not self.features:
+                    self.point_decoder.set_image(self.features)
+                    self._decoded = self.features
                 self._set_visible()
 
         def release(self) -> None:
             self.reset_image()
             self.kept = None
+            self._decoded = None
             if self.point_decoder is not None:
                 self.point_decoder.reset()
 

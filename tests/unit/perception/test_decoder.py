@@ -343,16 +343,18 @@ def test_prompts_auto_are_object_aware_on_a_cpu_and_the_grid_on_cuda(tiny_sam) -
     assert 4 < calls[-1][1] < 64  # a 2 x 2 grid and the offline regions, not the 8 x 8 grid
 
 
-def test_an_embedding_kept_by_one_proposer_decodes_the_same_in_another(tiny_sam) -> None:
+@pytest.mark.parametrize("second_holds", ["nothing", "another image"])
+def test_an_embedding_kept_by_one_proposer_decodes_the_same_in_another(tiny_sam, second_holds) -> None:
     """restore() brings back everything decoding needs (benchmarks share one everything-mode run)."""
     settings = Settings.model_validate(
         {"perception": {"points_per_side": 4, "prompts": "grid", "device": "cpu", "pred_iou_thresh": 0.0}}
     )
     first, second = SamProposer(settings, model=tiny_sam), SamProposer(settings, model=tiny_sam)
+    if second_holds == "another image":  # its point decoder holds a stale embedding
+        second.predictor.set_image(synthetic_image(80, 60))
     first.predictor.set_image(synthetic_image(60, 80))
     second.predictor.kept = first.predictor.kept
     second.predictor.restore()
-    second.predictor.point_decoder.set_image(second.predictor.features)
     points = np.array([[20.0, 30.0], [60.0, 10.0]])
     theirs, ours = first._decode_points(points), second._decode_points(points)
     assert [len(group) for group in ours] == [len(group) for group in theirs] == [3, 3]

@@ -197,8 +197,9 @@ def summarize(node: str, update: Mapping[str, Any] | None) -> str:
     if node == "assign_semantics" and "semantics" in update:
         return f"{_count(update['semantics'])} labels"
     if node in ("build_spatial", "build_twin") and update.get("twin") is not None:
-        summary = getattr(update["twin"], "summary", None)
-        return f"twin of {summary or str(_count(getattr(update['twin'], 'objects', []))) + ' objects'}"
+        twin = update["twin"]
+        summary = getattr(twin, "summary", None) or f"{_count(getattr(twin, 'objects', []))} objects"
+        return f"twin of {summary}"
     if node == "refine" and update.get("steps"):
         last = update["steps"][-1]
         stop = update.get("stop_reason") or ""

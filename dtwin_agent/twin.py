@@ -10,7 +10,7 @@ never masks or pixels.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -214,6 +214,16 @@ class PromptTwin(RootModel[dict[int, PromptObject]]):
         return len(self.root)
 
 
+def misplaced_parents(ids: Sequence[int], parents: Sequence[int | None]) -> list[tuple[int, int]]:
+    """The ``(id, parent)`` pairs of a hierarchy whose parent is not the id of a top-level object.
+
+    A part belongs to an object (``parent`` None); a parent that is unknown, the part itself, or
+    itself a part is misplaced. Empty when the hierarchy is valid.
+    """
+    top = {i for i, p in zip(ids, parents, strict=True) if p is None}
+    return [(i, p) for i, p in zip(ids, parents, strict=True) if p is not None and p not in top]
+
+
 class DigitalTwin(BaseModel):
     """The digital twin representation D of one image."""
 
@@ -243,12 +253,10 @@ class DigitalTwin(BaseModel):
             for rel in obj.relations:
                 if rel.target not in known or rel.target == obj.id:
                     raise ValueError(f"objects[id={obj.id}].relations: bad target id {rel.target}")
-        parents = {o.id: o.parent for o in self.objects}
-        for obj in self.objects:
-            if obj.parent is not None and (obj.parent not in known or parents[obj.parent] is not None):
-                raise ValueError(
-                    f"objects[id={obj.id}].parent: {obj.parent} is not the id of a top-level object"
-                )
+        bad = misplaced_parents(ids, [o.parent for o in self.objects])
+        if bad:
+            object_id, parent = bad[0]
+            raise ValueError(f"objects[id={object_id}].parent: {parent} is not the id of a top-level object")
         return self
 
     @property

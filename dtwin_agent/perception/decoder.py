@@ -91,7 +91,12 @@ class PointDecoder:
 
     # ------------------------------------------------------------------ per image
     def set_image(self, features: Any) -> None:
-        """Precompute what every prompt on this ``1 x C x h x w`` image embedding shares."""
+        """Precompute what every prompt on this ``1 x C x h x w`` image embedding shares.
+
+        Nothing to do when it holds this very embedding already (a restored one, for instance).
+        """
+        if self._image is not None and self._image["features"] is features:
+            return
         torch = self.torch
         prompt_encoder = self.model.prompt_encoder
         with torch.no_grad():
@@ -108,6 +113,7 @@ class PointDecoder:
                 return _heads(x, heads).transpose(-1, -2).contiguous().to(low)
 
             self._image = {
+                "features": features,
                 "shape": (c, h, w),
                 "keys": keys.to(low).contiguous(),  # N x C
                 "key_pe_t": key_pe.T.contiguous().to(low),  # C x N

@@ -117,7 +117,6 @@ def _backend() -> Any:
             self.kept = (self.features, self.original_size, self.input_size)
             if self.point_decoder is not None:
                 self.point_decoder.set_image(self.features)
-                self._decoded = self.features  # the embedding the point decoder holds
                 self._set_visible()
 
         def _set_visible(self) -> None:
@@ -128,22 +127,19 @@ def _backend() -> Any:
             """Bring back the kept embedding: the point decoder's copy and the tokens the crop reads too.
 
             ``kept`` may come from another predictor of the same model (benchmarks share one
-            everything-mode run); the point decoder is given that embedding unless it holds it already.
+            everything-mode run); the point decoder skips an embedding it holds already.
             """
             if getattr(self, "kept", None) is None:
                 raise RuntimeError("no image embedding to restore")
             self.features, self.original_size, self.input_size = self.kept
             self.is_image_set = True
             if self.point_decoder is not None:
-                if getattr(self, "_decoded", None) is not self.features:
-                    self.point_decoder.set_image(self.features)
-                    self._decoded = self.features
+                self.point_decoder.set_image(self.features)
                 self._set_visible()
 
         def release(self) -> None:
             self.reset_image()
             self.kept = None
-            self._decoded = None
             if self.point_decoder is not None:
                 self.point_decoder.reset()
 
@@ -411,7 +407,7 @@ class SamProposer:
         self._torch = backend.torch
         self._stability = backend.calculate_stability_score
         p = self.settings.perception
-        self.name = "sam (MobileSAM vit_t)" if p.sam_model_type == "vit_t" else f"sam ({p.sam_model_type})"
+        model_name = "MobileSAM vit_t" if p.sam_model_type == "vit_t" else p.sam_model_type
         if model is None:
             device = resolve_device(p.device)
             model = load_sam(p.sam_model_type, p.sam_checkpoint, builder=builder).to(device)
@@ -436,8 +432,8 @@ class SamProposer:
         )
         self.predictor = self.generator.predictor
         self.prompts = resolve_prompts(p.prompts, on_cuda, p.policy)
-        if self.prompts == "objects":  # the run's components say which prompts built the twin
-            self.name = self.name[:-1] + ", object-aware prompts)"
+        prompts = ", object-aware prompts" if self.prompts == "objects" else ""  # said in components
+        self.name = f"sam ({model_name}{prompts})"
         self._seeder: Any = None  # the offline proposer, for object-aware prompts
 
     @property

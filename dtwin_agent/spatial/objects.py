@@ -32,7 +32,7 @@ from dtwin_agent.config import Settings, SpatialSettings
 from dtwin_agent.spatial.geometry import crop_polygon
 from dtwin_agent.spatial.relations import hierarchy_targets, pair_table, select_relations
 from dtwin_agent.spatial.text import ordinal_facts, spatial_text
-from dtwin_agent.twin import RLE, Relation, RelationKind
+from dtwin_agent.twin import RLE, Relation, RelationKind, misplaced_parents
 
 __all__ = ["MaskLike", "ObjectGeometry", "build_spatial", "pairwise_relations"]
 
@@ -148,8 +148,7 @@ def build_spatial(
     parents = [None] * len(ids) if parents is None else list(parents)
     if len(parents) != len(ids):
         raise ValueError(f"got {len(ids)} ids but {len(parents)} parents")
-    top = {i for i, p in zip(ids, parents, strict=True) if p is None}
-    bad = [(i, p) for i, p in zip(ids, parents, strict=True) if p is not None and p not in top]
+    bad = misplaced_parents(ids, parents)
     if bad:
         raise ValueError(f"parents must be ids of top-level objects; got (id, parent) {bad}")
     total = float(width * height)
@@ -167,8 +166,7 @@ def build_spatial(
     geoms[:] = [r[3] for r in records]
     near = spatial.near_fraction * float(np.hypot(width, height))
     table = pair_table(list(geoms), centroids, near)
-    hierarchy = any(p is not None for p in parents)
-    allowed = hierarchy_targets(parents, ids) if hierarchy else None
+    allowed = hierarchy_targets(parents, ids)  # without parents: every other object
     relations = select_relations(table, boxes, areas, ids, spatial.max_relations, geoms, allowed)
     facts = ordinal_facts(areas.tolist(), [tuple(c) for c in centroids.tolist()], parents)
     out = []
